@@ -1,0 +1,201 @@
+"""The channel space of a model: its units, their choices, validation and fast costs."""
+from __future__ import annotations
+
+import math
+import random
+from typing import Iterable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from widthsearch.errors import ConfigError
+from widthsearch.space.analysis import Analysis, Desc, analyse
+from widthsearch.space.units import Cost, Unit, make_choices
+
+Config = dict[str, int]
+
+
+class ChannelSpace:
+    """Units of a model (channels that change width together) and the cost of any config.
+
+    Build it with :meth:`from_model`; it never modifies the model.
+    """
+
+    def __init__(self, analysis: Analysis, units: Sequence[Unit], roots: Sequence[int]) -> None:
+        self.analysis = analysis
+        self.units: list[Unit] = list(units)
+        self._root_of = {u.name: r for u, r in zip(units, roots)}
+        self._by_name = {u.name: u for u in units}
+        self._cost_terms = _compile_cost_terms(analysis)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        example_input: torch.Tensor | tuple[torch.Tensor, ...],
+        groups: int | None = 10,
+        divisor: int | None = None,
+        round_to: int | None = None,
+        fixed: Iterable[str] = (),
+    ) -> "ChannelSpace":
+        """Analyse ``model``: ``groups`` evenly spaced widths per unit, or every multiple of ``divisor``.
+
+        ``fixed`` lists unit names to keep at full width.
+        """
+        if divisor is not None:
+            groups = None
+        analysis = analyse(model, example_input)
+        fixed = set(fixed)
+        units, roots = [], []
+        for root in analysis.searchable_roots():
+            producers = analysis.unit_producers[root]
+            if producers[0] in fixed:
+                continue
+            members = [
+                name
+                for name, rec in analysis.layers.items()
+                if any(seg.unit == root for seg in rec.in_desc + rec.out_desc)
+            ]
+            length = analysis.unit_length[root]
+            units.append(Unit(producers[0], length, make_choices(length, groups, divisor, round_to), tuple(members)))
+            roots.append(root)
+        unknown = fixed - {u.name for u in units} - {
+            analysis.unit_producers[r][0] for r in analysis.searchable_roots()
+        }
+        if unknown:
+            raise ConfigError(f"cannot fix unknown unit(s): {', '.join(sorted(unknown))}")
+        return cls(analysis, units, roots)
+
+    # ---- units and configs --------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return math.prod(len(u.choices) for u in self.units)
+
+    def unit(self, name: str) -> Unit:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise ConfigError(f"unknown unit {name!r}; units are: {', '.join(self._by_name)}") from None
+
+    def root_of(self, name: str) -> int:
+        return self._root_of[self.unit(name).name]
+
+    def max_config(self) -> Config:
+        return {u.name: u.max for u in self.units}
+
+    def min_config(self) -> Config:
+        return {u.name: u.min for u in self.units}
+
+    def random_config(self, rng: random.Random) -> Config:
+        return {u.name: rng.choice(u.choices) for u in self.units}
+
+    def uniform_config(self, width_ratio: float) -> Config:
+        """Every unit at ``width_ratio`` of its max, snapped to the nearest allowed choice."""
+        config = {}
+        for u in self.units:
+            target = width_ratio * u.max
+            config[u.name] = min(u.choices, key=lambda c: (abs(c - target), c))
+        return config
+
+    def shrink(self, config: Mapping[str, int], unit_name: str) -> Config | None:
+        """``config`` with ``unit_name`` moved one choice down, or None at its minimum."""
+        choices = self.unit(unit_name).choices
+        smaller = [c for c in choices if c < config[unit_name]]
+        if not smaller:
+            return None
+        return {**config, unit_name: smaller[-1]}
+
+    def validate(self, config: Mapping[str, object], strict: bool = True) -> Config:
+        """Check ``config`` against the units; ``strict`` also requires an allowed choice.
+
+        Raises :class:`ConfigError` with one line naming the first problem.
+        """
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"a channel config must map unit names to widths, got {type(config).__name__}")
+        unknown = [name for name in config if name not in self._by_name]
+        if unknown:
+            raise ConfigError(f"unknown unit {unknown[0]!r} (this model's units: {', '.join(self._by_name)})")
+        missing = [u.name for u in self.units if u.name not in config]
+        if missing:
+            raise ConfigError(f"missing unit {missing[0]!r} ({len(missing)} of {len(self.units)} units missing)")
+        clean: Config = {}
+        for u in self.units:
+            value = config[u.name]
+            if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+                isinstance(value, float) and value.is_integer()
+            ):
+                raise ConfigError(f"unit {u.name!r}: width must be a whole number, got {value!r}")
+            width = int(value)  # type: ignore[arg-type]
+            if width < 1:
+                raise ConfigError(f"unit {u.name!r}: width must be at least 1, got {width}")
+            if width > u.max:
+                raise ConfigError(f"unit {u.name!r}: width {width} is above its maximum {u.max}")
+            if strict and width not in u.choices:
+                raise ConfigError(f"unit {u.name!r}: width {width} is not an allowed choice {list(u.choices)}")
+            clean[u.name] = width
+        return clean
+
+    def widths_by_root(self, config: Mapping[str, int]) -> dict[int, int]:
+        """Active channels of every source root (fixed and unsearched ones at full length)."""
+        widths = dict(self.analysis.unit_length)
+        for name, width in config.items():
+            widths[self._root_of[name]] = width
+        return widths
+
+    # ---- costs ------------------------------------------------------------------------------------
+    def cost(self, config: Mapping[str, int] | None = None) -> Cost:
+        """FLOPs (MACs of conv + linear) and params of ``config``, without building a module."""
+        widths = self.widths_by_root(config if config is not None else self.max_config())
+        flops = 0.0
+        params = float(self.analysis.other_params)
+        for cin_spec, cout_spec, flops_per_pair, params_per_pair, params_per_out in self._cost_terms:
+            cin = _active(cin_spec, widths)
+            cout = _active(cout_spec, widths)
+            flops += cin * cout * flops_per_pair
+            params += cin * cout * params_per_pair + cout * params_per_out
+        return Cost(flops=round(flops), params=round(params))
+
+    def key(self, config: Mapping[str, int]) -> tuple[int, ...]:
+        """A hashable form of a config, in unit order."""
+        return tuple(config[u.name] for u in self.units)
+
+
+def _active(spec: Desc | int, widths: Mapping[int, int]) -> int:
+    if isinstance(spec, int):
+        return spec
+    return sum(widths[seg.unit] * seg.repeat for seg in spec)
+
+
+CostTerm = tuple["Desc | int", "Desc | int", float, float, int]
+
+
+def _compile_cost_terms(analysis: Analysis) -> list[CostTerm]:
+    """Per layer: (input channels, output channels, FLOPs per in*out pair, params per pair, params per out).
+
+    Channels are a descriptor (active width depends on the config) or a constant. A conv holds
+    ``cin*cout*k/groups`` weights and applies them at every output position of every call; a
+    depthwise conv is ``cout`` channels times ``k`` weights; a batch norm has 2 parameters per channel.
+    """
+    terms: list[CostTerm] = []
+    for rec in analysis.layers.values():
+        module = rec.module
+        positions = sum(rec.spatial)
+        bias = int(getattr(module, "bias", None) is not None)
+        if isinstance(module, nn.Conv2d):
+            kernel = math.prod(module.kernel_size)
+            if rec.kind == "depthwise":
+                terms.append((1, rec.out_desc, kernel * positions, kernel, bias))
+            elif rec.kind == "fixed":
+                per_pair = kernel / module.groups
+                terms.append((module.in_channels, module.out_channels, per_pair * positions, per_pair, bias))
+            else:
+                per_pair = kernel / module.groups
+                terms.append((rec.in_desc, rec.out_desc, per_pair * positions, per_pair, bias))
+        elif isinstance(module, nn.Linear):
+            if rec.kind == "fixed":
+                terms.append((module.in_features, module.out_features, positions, 1, bias))
+            else:
+                terms.append((rec.in_desc, rec.out_desc, positions, 1, bias))
+        elif rec.kind == "bn":
+            terms.append((0, rec.out_desc, 0, 0, 2 if getattr(module, "affine", False) else 0))
+    return terms

@@ -1,0 +1,182 @@
+"""Dynamic layers: Conv2d / BatchNorm / Linear that run on a selection of their channels.
+
+A selection is ``None`` (all channels), a ``slice`` (contiguous: prefix or suffix, a free view of
+the weight) or a ``LongTensor`` of indices. Layers are converted *in place* by swapping
+``__class__``, so parameters, buffers and ``state_dict`` keys stay exactly those of the model.
+The selections are ordinary per-layer attributes set by :class:`~widthsearch.space.Supernet`.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Selection = Union[None, slice, torch.Tensor]
+
+
+def take(tensor: torch.Tensor, dim: int, sel: Selection) -> torch.Tensor:
+    """Select channels ``sel`` of ``tensor`` along ``dim`` (a view for slices)."""
+    if sel is None:
+        return tensor
+    if isinstance(sel, slice):
+        return tensor.narrow(dim, sel.start, sel.stop - sel.start)
+    return tensor.index_select(dim, sel.to(tensor.device))
+
+
+def selection_size(sel: Selection, full: int) -> int:
+    if sel is None:
+        return full
+    if isinstance(sel, slice):
+        return sel.stop - sel.start
+    return int(sel.numel())
+
+
+class DynamicConv2d(nn.Conv2d):
+    """Conv2d on selected input/output channels; a depthwise conv follows its channel selection."""
+
+    in_sel: Selection = None
+    out_sel: Selection = None
+    depthwise: bool = False
+
+    def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        weight = take(self.weight, 0, self.out_sel)
+        if not self.depthwise:
+            weight = take(weight, 1, self.in_sel)
+        bias = take(self.bias, 0, self.out_sel) if self.bias is not None else None
+        groups = weight.shape[0] if self.depthwise else self.groups
+        return weight, bias, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_sel is None and self.out_sel is None:
+            return super().forward(x)
+        weight, bias, groups = self.active_weight()
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        return F.conv2d(x, weight, bias, self.stride, padding, self.dilation, groups)
+
+
+class DynamicLinear(nn.Linear):
+    """Linear on selected input features and output features."""
+
+    in_sel: Selection = None
+    out_sel: Selection = None
+
+    def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight = take(take(self.weight, 0, self.out_sel), 1, self.in_sel)
+        bias = take(self.bias, 0, self.out_sel) if self.bias is not None else None
+        return weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_sel is None and self.out_sel is None:
+            return super().forward(x)
+        weight, bias = self.active_weight()
+        return F.linear(x, weight, bias)
+
+
+class _DynamicBatchNorm:
+    """Batch norm with shared affine parameters and running statistics sliced per selection.
+
+    ``use_batch_stats`` makes it normalise with the batch's own statistics even in eval mode
+    (AutoSlim's greedy search); it never updates the running statistics then.
+    """
+
+    sel: Selection = None
+    use_batch_stats: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if self.sel is None and not self.use_batch_stats:
+            return super().forward(x)  # type: ignore[misc]
+        self._check_input_dim(x)  # type: ignore[attr-defined]
+        weight = take(self.weight, 0, self.sel) if self.affine else None  # type: ignore[attr-defined]
+        bias = take(self.bias, 0, self.sel) if self.affine else None  # type: ignore[attr-defined]
+        if self.use_batch_stats:
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)  # type: ignore[attr-defined]
+        tracking = self.track_running_stats and self.running_mean is not None  # type: ignore[attr-defined]
+        if not tracking:
+            return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)  # type: ignore[attr-defined]
+        mean = take(self.running_mean, 0, self.sel)  # type: ignore[attr-defined]
+        var = take(self.running_var, 0, self.sel)  # type: ignore[attr-defined]
+        if not self.training:  # type: ignore[attr-defined]
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)  # type: ignore[attr-defined]
+        self.num_batches_tracked.add_(1)  # type: ignore[attr-defined]
+        momentum = self.momentum  # type: ignore[attr-defined]
+        factor = 1.0 / float(self.num_batches_tracked) if momentum is None else momentum  # type: ignore[attr-defined]
+        out = F.batch_norm(x, mean, var, weight, bias, True, factor, self.eps)  # type: ignore[attr-defined]
+        if isinstance(self.sel, torch.Tensor):  # index_select made copies: write the update back
+            with torch.no_grad():
+                index = self.sel.to(mean.device)
+                self.running_mean.index_copy_(0, index, mean)  # type: ignore[attr-defined]
+                self.running_var.index_copy_(0, index, var)  # type: ignore[attr-defined]
+        return out
+
+
+class DynamicBatchNorm2d(_DynamicBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+class DynamicBatchNorm1d(_DynamicBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+_DYNAMIC = {
+    nn.Conv2d: DynamicConv2d,
+    nn.Linear: DynamicLinear,
+    nn.BatchNorm2d: DynamicBatchNorm2d,
+    nn.BatchNorm1d: DynamicBatchNorm1d,
+}
+DYNAMIC_TYPES = tuple(_DYNAMIC.values())
+
+
+def make_dynamic(module: nn.Module) -> nn.Module:
+    """Turn a plain Conv2d/Linear/BatchNorm module into its dynamic class, in place."""
+    if isinstance(module, DYNAMIC_TYPES):
+        return module
+    dynamic = _DYNAMIC.get(type(module))
+    if dynamic is None:
+        raise TypeError(f"no dynamic version of {type(module).__name__}")
+    module.__class__ = dynamic
+    return module
+
+
+def static_copy(module: nn.Module) -> nn.Module:
+    """A plain module holding copies of the selected channels of a dynamic layer."""
+    with torch.no_grad():
+        if isinstance(module, DynamicConv2d):
+            weight, bias, groups = module.active_weight()
+            out = nn.Conv2d(
+                weight.shape[1] * groups, weight.shape[0], module.kernel_size, module.stride,
+                module.padding, module.dilation, groups, bias is not None, module.padding_mode,
+                device="meta",
+            )
+            return _fill(out, {"weight": weight, "bias": bias}, module.training)
+        if isinstance(module, DynamicLinear):
+            weight, bias = module.active_weight()
+            out = nn.Linear(weight.shape[1], weight.shape[0], bias is not None, device="meta")
+            return _fill(out, {"weight": weight, "bias": bias}, module.training)
+        if isinstance(module, _DynamicBatchNorm):
+            plain = nn.BatchNorm2d if isinstance(module, nn.BatchNorm2d) else nn.BatchNorm1d
+            size = selection_size(module.sel, module.num_features)
+            out = plain(size, module.eps, module.momentum, module.affine, module.track_running_stats, device="meta")
+            tensors = {name: take(t, 0, module.sel) for name, t in module.named_parameters(recurse=False)}
+            for name, buf in module.named_buffers(recurse=False):
+                tensors[name] = buf if name == "num_batches_tracked" else take(buf, 0, module.sel)
+            return _fill(out, tensors, module.training)
+    raise TypeError(f"{type(module).__name__} is not a dynamic layer")
+
+
+def _fill(module: nn.Module, tensors: dict[str, torch.Tensor | None], training: bool) -> nn.Module:
+    """Give a module built on the meta device real copies of ``tensors``."""
+    for name, value in tensors.items():
+        if value is None:
+            continue
+        value = value.detach().clone().contiguous()
+        if name in module._parameters:
+            module._parameters[name] = nn.Parameter(value, requires_grad=True)
+        else:
+            module._buffers[name] = value
+    module.train(training)
+    return module
