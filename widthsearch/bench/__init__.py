@@ -1,0 +1,1 @@
+"""Benchmarks for width search: tables of trained architectures used as ground truth."""

@@ -1,0 +1,188 @@
+"""``widthsearch bench``: score search algorithms and proxies on benchmark tables.
+
+``widthsearch bench cbm --space mobilenet|resnet`` works on Channel-Bench-Macro:
+``--verify-costs`` checks the core's FLOPs/params against the table, ``--algo`` runs a
+search with the table as oracle, ``--scores FILE`` scores a proxy's per-architecture
+scores, ``--report DIR`` writes the algorithms x budgets x spaces report.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any, Dict, Optional
+
+from widthsearch.errors import UserError
+
+ALGOS = ("greedy", "evolution", "random")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="score search algorithms and supernet scores on benchmark tables",
+        description="Score search algorithms and supernet scores on benchmark tables.",
+    )
+    sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK")
+    sub.required = True
+    from widthsearch.bench.cbm import CBM_LOWER, SPACES
+
+    p = sub.add_parser(
+        "cbm",
+        help="Channel-Bench-Macro (16,384 trained CIFAR-10 width configs per space)",
+        description=(
+            "Channel-Bench-Macro: every width config of two CIFAR-10 macro spaces trained 3 times "
+            "(tables from github.com/xiusu/Channel-Bench-Macro). Use the table as an oracle to score "
+            "search algorithms, or score a proxy's per-architecture scores against it."
+        ),
+    )
+    p.add_argument("--space", choices=SPACES, help="search space (required except with --report alone: both)")
+    p.add_argument("--tables", metavar="DIR", help="directory with Results_MobileNet.json / Results_ResNet.json")
+    p.add_argument("--verify-costs", action="store_true", help="check the core's FLOPs and params for all 16,384 configs")
+    p.add_argument("--algo", choices=ALGOS, help="run this search with the table's mean accuracy as evaluator")
+    p.add_argument(
+        "--budget", default="0.5",
+        help="FLOPs budget: fraction of the max net (0.5, 50%%) or absolute (100M); default 0.5",
+    )
+    p.add_argument("--max-evals", type=int, default=300, metavar="N",
+                   help="evaluation budget of evolution/random search (default 300; greedy needs what its path needs)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (evolution/random; first seed of --report)")
+    p.add_argument("--lower", type=float, default=None, metavar="FRAC",
+                   help=f"evolution/random only sample FLOPs >= FRAC*budget (default {CBM_LOWER:g})")
+    p.add_argument("--scores", metavar="FILE", help="JSON {key: score} or CSV key,score to correlate with the table")
+    p.add_argument("--report", metavar="DIR", help="write report.md and a PNG per space to DIR")
+    p.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per algorithm in --report (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_cbm)
+
+
+def _score_source(args: argparse.Namespace) -> Optional[Dict[str, float]]:
+    """Per-architecture scores to correlate with the table (``--scores FILE``).
+
+    Other sources of scores (e.g. evaluating a trained supernet checkpoint on every
+    architecture) belong here: return ``{key: score}``."""
+    from widthsearch.bench.cbm import load_scores
+
+    if args.scores:
+        return load_scores(args.scores)
+    return None
+
+
+def run_cbm(args: argparse.Namespace) -> int:
+    from widthsearch.bench import cbm
+
+    if args.max_evals < 1:
+        raise UserError("--max-evals must be at least 1")
+    if args.seeds < 1:
+        raise UserError("--seeds must be at least 1")
+    if args.lower is not None and not 0.0 <= args.lower <= 1.0:
+        raise UserError("--lower must be a fraction in [0, 1]")
+    wants_space = args.verify_costs or args.algo or args.scores
+    if wants_space and not args.space:
+        raise UserError("--space is required (mobilenet or resnet)")
+    if not (wants_space or args.report) and not args.space:
+        raise UserError("give --space, and --verify-costs, --algo, --scores or --report")
+
+    result: Dict[str, Any] = {}
+    text = []
+    bench = cbm.CBMBench(args.space, args.tables) if args.space else None
+    if bench is not None:
+        result["space"] = bench.name
+
+    if bench is not None and not (args.verify_costs or args.algo or args.scores or args.report):
+        key, acc = bench.optimum()
+        result.update({"archs": len(bench.table.keys), "max_flops": bench.table.max_flops,
+                       "best_key": key, "best_acc": acc})
+        text.append(f"{bench.name}: {len(bench.table.keys)} archs, max {bench.table.max_flops / 1e6:.2f} MFLOPs, "
+                    f"best {key} {acc:.3f}%")
+        for u, ch in zip(bench.genome.names, bench.genome.choices):
+            text.append(f"  {u}: {', '.join(map(str, ch))}")
+
+    if args.verify_costs:
+        v = bench.verify_costs()
+        result.update({k: v[k] for k in ("checked", "mismatches", "flops_mismatches", "params_mismatches", "examples")})
+        text.append(f"verify-costs {bench.name}: {v['checked']} configs checked, {v['mismatches']} mismatches "
+                    f"(flops {v['flops_mismatches']}, params {v['params_mismatches']}) in {v['seconds']:.1f} s")
+        for e in v["examples"]:
+            text.append(f"  {e['key']}: flops {e['flops']} vs table {e['table_flops']}, "
+                        f"params {e['params']} vs table {e['table_params']}")
+
+    if args.algo:
+        r = bench.search(args.algo, args.budget, max_evals=args.max_evals, seed=args.seed, lower=args.lower)
+        for k in ("key", "mean_acc", "rank_feasible", "rank_global", "evaluations", "optimum_key", "optimum_acc",
+                  "feasible", "algo", "budget_flops", "budget_fraction", "flops", "params", "config", "seed",
+                  "seconds"):
+            result[k] = r[k]
+        text.append(
+            f"{args.algo} on {bench.name}, budget {r['budget_fraction']:.1%} of max = {r['budget_flops'] / 1e6:.2f} "
+            f"MFLOPs{'' if args.algo == 'greedy' else f', seed {args.seed}'}: {r['key']}  acc {r['mean_acc']:.3f}  "
+            f"rank {r['rank_feasible']}/{r['feasible']} among feasible (global {r['rank_global']}/16384)  "
+            f"{r['flops'] / 1e6:.2f} MFLOPs  {r['evaluations']} evaluations"
+        )
+        text.append(f"feasible optimum: {r['optimum_key']}  acc {r['optimum_acc']:.3f}")
+
+    scores = _score_source(args)
+    if scores is not None:
+        s = bench.score_correlation(scores)
+        for k in ("count", "kendall", "spearman", "pearson", "no1", "top10_overlap", "top1pct_k",
+                  "top1pct_overlap", "picks"):
+            result[k] = s[k]
+        text.append(_format_scores(s))
+
+    if args.report:
+        spaces = [args.space] if args.space else list(cbm.SPACES)
+        seeds = list(range(args.seed, args.seed + args.seeds))
+        rep = cbm.write_report(args.report, spaces, args.tables, seeds=seeds, max_evals=args.max_evals,
+                               command=_command(args), lower=args.lower)
+        result["report"] = rep["report"]
+        result["images"] = rep["images"]
+        result["rows"] = rep["rows"]
+        text.append(f"wrote {rep['report']} and {', '.join(rep['images'])}")
+        for row in rep["rows"]:
+            text.append(f"  {row['space']:9s} {row['budget']:4.0%} {row['algo']:9s} rank mean {row['rank_mean']:6.1f} "
+                        f"median {row['rank_median']:5g} worst {row['rank_max']:4d}  evals {row['evaluations_mean']:.0f}")
+
+    if args.json:
+        from widthsearch.cli.main import print_json
+
+        print_json(result)
+    else:
+        print("\n".join(text))
+    return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line equivalent to ``args`` (for the report's provenance line)."""
+    parts = ["widthsearch", "bench", "cbm"]
+    for flag, value, default in (
+        ("--space", args.space, None),
+        ("--tables", args.tables, None),
+        ("--max-evals", args.max_evals, 300),
+        ("--seed", args.seed, 0),
+        ("--seeds", args.seeds, 5),
+        ("--lower", args.lower, None),
+        ("--report", args.report, None),
+    ):
+        if value is not None and value != default:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _format_scores(s: Dict[str, Any]) -> str:
+    lines = [
+        f"scores on {s['space']}: {s['count']} archs  Kendall {_fmt(s['kendall'])}  Spearman {_fmt(s['spearman'])}  "
+        f"Pearson {_fmt(s['pearson'])}",
+        f"  without digit 1 ({s['no1']['count']} archs): Kendall {_fmt(s['no1']['kendall'])}  "
+        f"Spearman {_fmt(s['no1']['spearman'])}  Pearson {_fmt(s['no1']['pearson'])}",
+        f"  top-10 overlap {s['top10_overlap']}/10  top-1% overlap {s['top1pct_overlap']}/{s['top1pct_k']}",
+    ]
+    for budget, p in s["picks"].items():
+        if p is None:
+            lines.append(f"  pick at {budget}: no scored arch is feasible")
+        else:
+            lines.append(f"  pick at {budget}: {p['key']}  acc {p['mean_acc']:.3f}  rank {p['rank_feasible']}/"
+                         f"{p['feasible']} among feasible (optimum {p['optimum_acc']:.3f})")
+    return "\n".join(lines)

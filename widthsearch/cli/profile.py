@@ -1,0 +1,62 @@
+"""``widthsearch profile``: FLOPs, params and measured latency of a model or a channel config."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from widthsearch.cli.common import add_model_arguments, add_space_arguments, build_model_and_input, build_space
+from widthsearch.cli.main import print_json
+from widthsearch.costs import count_flops, count_params, measure_latency
+from widthsearch.space import Supernet
+from widthsearch.space.config import load_config
+from widthsearch.space.units import format_count
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("profile", help="count FLOPs/params (and latency) of a model or a channel config")
+    add_model_arguments(parser)
+    add_space_arguments(parser)
+    parser.add_argument("--channels", metavar="CFG.yaml", help="profile this channel config instead of the full model")
+    parser.add_argument("--latency", action="store_true", help="also measure CPU latency (median of --runs)")
+    parser.add_argument("--batch-size", type=int, default=1, help="batch size for latency (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for latency (default: current)")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs after 5 warm-up runs (default 30)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model, example, shape = build_model_and_input(args)
+    config = None
+    if args.channels:
+        net = Supernet(model, example, space=build_space(model, example, args))
+        config, _ = load_config(args.channels, net.space, model=args.model, strict=False)
+        model = net.export(config)
+    flops = count_flops(model, example)
+    params = count_params(model)
+    latency = None
+    if args.latency:
+        batch = torch.randn(args.batch_size, *shape)
+        latency = measure_latency(model, batch, runs=args.runs, threads=args.threads)
+    result = {
+        "model": args.model,
+        "width_mult": args.width_mult,
+        "input_shape": list(shape),
+        "channels": args.channels,
+        "flops": flops,
+        "params": params,
+        "latency_ms": latency.median_ms if latency else None,
+        "latency": latency.as_dict() if latency else None,
+    }
+    if args.json:
+        print_json(result)
+        return 0
+    line = f"{args.model} {'x'.join(map(str, shape))}: FLOPs {format_count(flops)} ({flops:,} MACs), params {format_count(params)} ({params:,})"
+    print(line)
+    if latency:
+        print(
+            f"latency: {latency.median_ms:.2f} ms median (p90 {latency.p90_ms:.2f} ms) over {latency.runs} runs, "
+            f"batch {latency.batch_size}, {latency.threads} threads, {latency.device}"
+        )
+    return 0

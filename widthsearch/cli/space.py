@@ -1,0 +1,45 @@
+"""``widthsearch space``: the channel units found in a model and the size of its search space."""
+from __future__ import annotations
+
+import argparse
+
+from widthsearch.cli.common import add_model_arguments, add_space_arguments, build_model_and_input, build_space
+from widthsearch.cli.main import print_json
+from widthsearch.space.units import format_count
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("space", help="list the channel units of a model and their width choices")
+    add_model_arguments(parser)
+    add_space_arguments(parser)
+    parser.add_argument("--members", action="store_true", help="also list the layers of each unit")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model, example, shape = build_model_and_input(args)
+    space = build_space(model, example, args)
+    max_cost, min_cost = space.cost(space.max_config()), space.cost(space.min_config())
+    if args.json:
+        print_json({
+            "model": args.model,
+            "input_shape": list(shape),
+            "units": [
+                {"name": u.name, "max": u.max, "choices": list(u.choices), "members": list(u.members)}
+                for u in space.units
+            ],
+            "size": space.size,
+            "max_flops": max_cost.flops,
+            "min_flops": min_cost.flops,
+        })
+        return 0
+    width = max(len(u.name) for u in space.units) if space.units else 4
+    print(f"{'unit':<{width}}  {'max':>5}  choices")
+    for u in space.units:
+        choices = ", ".join(map(str, u.choices))
+        print(f"{u.name:<{width}}  {u.max:>5}  {choices}")
+        if args.members:
+            print(f"{'':<{width}}         layers: {', '.join(u.members)}")
+    print(f"{len(space.units)} units, {space.size:,} configs; FLOPs {format_count(min_cost.flops)} .. {format_count(max_cost.flops)}")
+    return 0

@@ -1,0 +1,89 @@
+"""Channel configurations as YAML: one entry per unit plus metadata.
+
+```yaml
+model: mobilenet_v2
+width_mult: 1.5
+input_shape: [3, 224, 224]
+groups: 10
+flops: 209612800
+params: 3981720
+channels:
+  features.0.0: 48
+  features.1.conv.1: 24
+  ...
+```
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from widthsearch.errors import ConfigError, UserError
+from widthsearch.space.channel_space import ChannelSpace, Config
+
+
+def config_document(space: ChannelSpace, config: Mapping[str, int], **meta: Any) -> dict[str, Any]:
+    """The YAML document of ``config``: metadata (model, width_mult, ...), costs, then channels."""
+    config = space.validate(config, strict=False)
+    cost = space.cost(config)
+    doc: dict[str, Any] = {key: value for key, value in meta.items() if value is not None}
+    if "input_shape" in doc:
+        doc["input_shape"] = [int(d) for d in doc["input_shape"]]
+    doc["flops"] = cost.flops
+    doc["params"] = cost.params
+    doc["channels"] = {u.name: int(config[u.name]) for u in space.units}
+    return doc
+
+
+def save_config(path: str | Path, space: ChannelSpace, config: Mapping[str, int], **meta: Any) -> Path:
+    """Write ``config`` with its metadata and costs atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_document(space, config, **meta), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a config YAML file into its document; one-line errors for missing or broken files."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"channel config {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: broken YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'channels' entry")
+    channels = doc.get("channels")
+    if not isinstance(channels, dict):
+        raise ConfigError(f"{path}: no 'channels' mapping of unit name -> width")
+    return doc
+
+
+def load_config(
+    path: str | Path, space: ChannelSpace, model: str | None = None, strict: bool = True
+) -> tuple[Config, dict[str, Any]]:
+    """Load and validate a config for ``space``; returns (config, metadata).
+
+    ``model`` (when given) must match the file's ``model`` entry. ``strict`` requires every width
+    to be an allowed choice of its unit.
+    """
+    doc = read_config_file(path)
+    if model is not None and doc.get("model") not in (None, model):
+        raise ConfigError(f"{path}: written for model {doc['model']!r}, not {model!r}")
+    try:
+        config = space.validate(doc["channels"], strict=strict)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    meta = {key: value for key, value in doc.items() if key != "channels"}
+    return config, meta
