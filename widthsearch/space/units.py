@@ -57,8 +57,8 @@ def make_choices(
     if groups is not None:
         if groups < 1:
             raise UserError(f"groups must be a positive integer, got {groups}")
-        widths = [max(1, round(max_channels * i / groups)) for i in range(1, groups + 1)]
-        if round_to:
+        widths = [max(1, round(max_channels * i / groups)) for i in range(1, groups)]
+        if round_to:  # the full width itself is never rounded
             widths = [min(max_channels, max(round_to, round_to * round(w / round_to))) for w in widths]
         widths.append(max_channels)
         return tuple(sorted(set(widths)))
