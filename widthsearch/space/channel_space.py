@@ -97,6 +97,23 @@ class ChannelSpace:
             config[u.name] = min(u.choices, key=lambda c: (abs(c - target), c))
         return config
 
+    def uniform_config_for_flops(self, flops: float) -> Config:
+        """The widest uniform-ratio config (each unit ``round(r*max)``, any integer width) within ``flops``.
+
+        This is the fair baseline of a searched config: every unit scaled by one common factor.
+        """
+        def at(ratio: float) -> Config:
+            return {u.name: max(1, min(u.max, round(ratio * u.max))) for u in self.units}
+
+        low, high = 0.0, 1.0
+        for _ in range(50):
+            mid = (low + high) / 2
+            if self.cost(at(mid)).flops <= flops:
+                low = mid
+            else:
+                high = mid
+        return at(low)
+
     def shrink(self, config: Mapping[str, int], unit_name: str) -> Config | None:
         """``config`` with ``unit_name`` moved one choice down, or None at its minimum."""
         choices = self.unit(unit_name).choices

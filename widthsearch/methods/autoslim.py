@@ -1,0 +1,164 @@
+"""AutoSlim (Yu & Huang, arXiv 1903.11728): greedy slimming of a trained slimmable supernet.
+
+The supernet half (sandwich rule, inplace distillation) is in :mod:`widthsearch.training`; this
+module runs the search on a trained supernet and writes what a user needs: one config YAML per
+target, the trajectory as CSV and PNG, and the per-unit widths next to the uniform net of the same
+FLOPs. State is saved after every greedy step, so a killed search resumes to the same result.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from widthsearch.costs import measure_latency
+from widthsearch.errors import UserError
+from widthsearch.plots import plot_trajectory, plot_widths
+from widthsearch.search import cost_fns, greedy_slim, parse_budget
+from widthsearch.space import Supernet
+from widthsearch.space.config import save_config
+from widthsearch.space.units import format_count
+
+METRICS = ("flops", "params", "latency_ms")
+STATE_FILE = "search_state.json"
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """``"flops=300M"`` -> ``("flops", "300M")``; the value may be absolute or a fraction of max."""
+    metric, sep, value = str(text).partition("=")
+    metric = metric.strip().lower()
+    if not sep or not value.strip():
+        raise UserError(f"bad target {text!r}: expected METRIC=VALUE, e.g. flops=300M, params=1.5M, latency_ms=4")
+    if metric not in METRICS:
+        raise UserError(f"bad target {text!r}: metric must be one of {', '.join(METRICS)}")
+    return metric, value.strip()
+
+
+def target_label(metric: str, value: float) -> str:
+    """File-name form of a target: flops-300.00M, latency_ms-4."""
+    shown = f"{value:g}" if metric == "latency_ms" else format_count(value)
+    return f"{metric}-{shown}"
+
+
+def latency_cost(net: Supernet, input_shape: Sequence[int], runs: int = 10) -> Callable[[Mapping[str, int]], float]:
+    """Measured CPU latency (ms, batch 1, median) of a config's exported static net, cached per config."""
+    cache: dict[tuple, float] = {}
+    example = torch.randn(1, *input_shape)
+
+    def latency(config: Mapping[str, int]) -> float:
+        key = net.space.key(config)
+        if key not in cache:
+            static = net.export(dict(config))
+            cache[key] = measure_latency(static, example, runs=runs, warmup=3).median_ms
+        return cache[key]
+
+    return latency
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(obj, handle)
+    os.replace(tmp, path)
+
+
+def greedy_search(
+    net: Supernet,
+    evaluator: Callable[[Mapping[str, int]], float],
+    targets: Sequence[str | tuple[str, str]],
+    out_dir: str | Path,
+    *,
+    meta: Mapping[str, Any],
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run AutoSlim's greedy slimming on ``net`` and write the results into ``out_dir``.
+
+    ``targets``: ``"metric=value"`` strings or pairs (metric in flops / params / latency_ms; value
+    like ``300M`` or a fraction of the max config's cost like ``0.5``). ``meta`` is written into
+    each config YAML (model, width_mult, input_shape, groups, ...). Returns a JSON-ready summary.
+    """
+    out = Path(out_dir)
+    state_path = out / STATE_FILE
+    state = None
+    if resume:
+        if not state_path.is_file():
+            raise UserError(f"nothing to resume: {state_path} does not exist")
+        state = json.loads(state_path.read_text())
+    elif state_path.exists():
+        raise UserError(f"{out} already holds a search ({STATE_FILE}); use --resume to continue or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    pairs = [parse_target(t) if isinstance(t, str) else (t[0], str(t[1])) for t in targets]
+    if not pairs:
+        raise UserError("give at least one --target, e.g. --target flops=0.5")
+    metrics = sorted({m for m, _ in pairs} | {"flops", "params"}, key=METRICS.index)
+    costs = cost_fns(net.space, [m for m in metrics if m != "latency_ms"])
+    if "latency_ms" in metrics:
+        costs["latency_ms"] = latency_cost(net, meta["input_shape"])
+    max_config = net.space.max_config()
+    numeric = [(m, parse_budget(v, costs[m](max_config))) for m, v in pairs]
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        total = sum(len(u.choices) - 1 for u in net.space.units)
+        bar = tqdm(total=total, desc="greedy slimming", unit="step", leave=False)
+
+    def on_step(st: dict) -> None:
+        _write_json_atomic(state_path, st)
+        if bar is not None:
+            last = st["trajectory"][-1]
+            bar.n = st["step"]
+            bar.set_postfix(flops=format_count(last["costs"]["flops"]), acc=f"{100 * last['score']:.1f}%")
+
+    try:
+        result = greedy_slim(net.space, evaluator, costs, numeric, state=state, on_step=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
+    _write_json_atomic(state_path, result.state)
+    return write_results(net, result.found, result.trajectory, result.evaluations, out, meta)
+
+
+def write_results(net: Supernet, found: Sequence[Mapping], trajectory: Sequence[Mapping], evaluations: int,
+                  out: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """configs/<target>.yaml, trajectory.csv, trajectory.png and widths.png; returns the summary."""
+    space = net.space
+    (out / "configs").mkdir(exist_ok=True)
+    entries = []
+    for f in found:
+        label = target_label(f["metric"], f["target"])
+        path = save_config(out / "configs" / f"{label}.yaml", space, f["config"], **dict(meta),
+                           target=f"{f['metric']}<={f['target']:g}",
+                           heldout_accuracy=None if f["score"] is None else float(f["score"]))
+        cost = space.cost(f["config"])
+        entries.append({
+            "target": label, "metric": f["metric"], "value": f["target"], "flops": cost.flops,
+            "params": cost.params, "heldout_accuracy": f["score"], "step": f["step"], "config": str(path),
+        })
+    with open(out / "trajectory.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "unit", "channels", "flops", "params", "accuracy"])
+        for t in trajectory:
+            writer.writerow([t["step"], t["unit"] or "", t["channels"] or "", int(t["costs"]["flops"]),
+                             int(t["costs"]["params"]), "" if t["score"] is None else f"{t['score']:.6f}"])
+    plot_trajectory(trajectory, found, out / "trajectory.png")
+    names = [u.name for u in space.units]
+    series = []
+    for f, entry in zip(found, entries):
+        uniform = space.uniform_config_for_flops(entry["flops"])
+        series.append((entry["target"], [f["config"][n] for n in names], [uniform[n] for n in names]))
+    plot_widths(names, [u.max for u in space.units], series, out / "widths.png")
+    summary = {
+        "found": entries, "evaluations": evaluations, "steps": len(trajectory) - 1,
+        "trajectory": str(out / "trajectory.csv"), "plots": [str(out / "trajectory.png"), str(out / "widths.png")],
+    }
+    _write_json_atomic(out / "search.json", summary)
+    return summary

@@ -1,0 +1,67 @@
+"""Figures written next to search results (matplotlib, Agg backend, no display needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from widthsearch.space.units import format_count  # noqa: E402
+
+
+def plot_trajectory(trajectory: Sequence[Mapping], found: Sequence[Mapping], path: str | Path) -> Path:
+    """Held-out accuracy against FLOPs along the greedy path, found configs marked."""
+    steps = [t for t in trajectory if t.get("score") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot([t["costs"]["flops"] / 1e6 for t in steps], [100 * t["score"] for t in steps], ".-", lw=1, ms=3,
+            label="greedy path")
+    for f in found:
+        if f.get("score") is None:
+            continue
+        x, y = f["costs"]["flops"] / 1e6, 100 * f["score"]
+        ax.plot([x], [y], "o", ms=8, label=f"{f['metric']} ≤ {format_count(f['target'])}")
+        ax.annotate(f"{y:.1f}%", (x, y), textcoords="offset points", xytext=(5, -12), fontsize=8)
+    ax.set_xlabel("MFLOPs (multiply-accumulates)")
+    ax.set_ylabel("held-out accuracy of the supernet (%)")
+    ax.invert_xaxis()
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("AutoSlim greedy slimming")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_widths(
+    unit_names: Sequence[str],
+    max_widths: Sequence[int],
+    series: Sequence[tuple[str, Sequence[int], Sequence[int]]],
+    path: str | Path,
+) -> Path:
+    """Per-unit channels of each found config beside the uniform-width net of the same FLOPs.
+
+    ``series``: (label, searched widths, uniform widths) per found config.
+    """
+    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(unit_names)), 4.2))
+    xs = range(len(unit_names))
+    ax.plot(xs, max_widths, color="0.7", lw=1, ls=":", label="supernet max")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, searched, uniform) in enumerate(series):
+        color = colors[i % len(colors)]
+        ax.plot(xs, searched, "o-", color=color, ms=3, lw=1.2, label=f"AutoSlim {label}")
+        ax.plot(xs, uniform, "--", color=color, lw=1, alpha=0.7, label=f"uniform {label}")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(unit_names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("channels")
+    ax.set_title("channels per unit: searched (solid) vs uniform width of the same FLOPs (dashed)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
