@@ -1,0 +1,221 @@
+"""Data specs, splits, batch iteration, augmentation and one-line data errors."""
+
+from __future__ import annotations
+
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shared_path
+from widthsearch.cli.main import main
+from widthsearch.data import Augment, BatchLoader, load_data
+from widthsearch.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("WIDTHSEARCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_digits_splits_are_stratified_and_seeded():
+    a = load_data("digits", heldout_fraction=0.1, seed=0)
+    b = load_data("digits", heldout_fraction=0.1, seed=0)
+    c = load_data("digits", heldout_fraction=0.1, seed=1)
+    assert a.input_shape == (1, 8, 8) and a.num_classes == 10 and a.classes[3] == "3"
+    assert len(a.train) + len(a.heldout) + len(a.test) == 1797
+    assert torch.equal(a.heldout.x, b.heldout.x)
+    assert not torch.equal(a.heldout.y, c.heldout.y) or not torch.equal(a.heldout.x, c.heldout.x)
+    # the test split does not depend on the seed; the held-out split is ~10 % of every class
+    assert torch.equal(a.test.x, c.test.x)
+    counts = torch.bincount(a.heldout.y, minlength=10)
+    assert int(counts.min()) >= 13 and int(counts.max()) <= 19
+    # normalised with training statistics
+    assert abs(float(torch.cat([a.train.x, a.heldout.x]).mean())) < 1e-4
+    assert a.augment.describe() == "none"
+
+
+def test_heldout_fraction_zero_and_bounds():
+    d = load_data("fake:100", heldout_fraction=0.0)
+    assert len(d.heldout) == 0 and len(d.train) == 100 and len(d.test) == 20
+    with pytest.raises(UserError, match="heldout-fraction"):
+        load_data("fake:100", heldout_fraction=1.0)
+
+
+def test_fake_spec_shapes_and_determinism():
+    d = load_data("fake:200:3x16x16:4")
+    assert d.input_shape == (3, 16, 16) and d.num_classes == 4
+    assert d.augment.pad == 0  # synthetic data is not augmented
+    again = load_data("fake:200:3x16x16:4")
+    assert torch.equal(d.train.x, again.train.x)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("nope", "unknown data set"),
+        ("fake:abc", "fake:N"),
+        ("fake:10:3x3", "fake:N"),
+        ("cifar10", "needs an argument"),
+        ("cifar10:/does/not/exist", "does not exist"),
+        ("imagefolder:/does/not/exist", "does not exist"),
+        ("fashion_mnist:/does/not/exist.npz", "does not exist"),
+        ("digits:3", "no argument"),
+        ("", "empty data spec"),
+    ],
+)
+def test_bad_specs_raise_user_error(spec, message):
+    with pytest.raises(UserError, match=message):
+        load_data(spec)
+
+
+def test_malformed_npz_and_cifar_folder(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, xtr=np.zeros((4, 28, 28), np.uint8), ytr=np.zeros(4, np.uint8))
+    with pytest.raises(UserError, match="lacks key"):
+        load_data(f"fashion_mnist:{bad}")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip file")
+    with pytest.raises(UserError, match="cannot read"):
+        load_data(f"fashion_mnist:{garbage}")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no images"):
+        load_data(f"cifar10:{empty}")
+
+
+def test_cli_reports_data_errors_with_exit_2(tmp_path, capsys):
+    code = main(["supernet", "--model", "tiny_cnn", "--data", "cifar10:/does/not/exist", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "does not exist" in err
+
+
+def _write_cifar_pickles(folder, n=20):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+
+
+def test_cifar_python_batches(tmp_path):
+    _write_cifar_pickles(tmp_path / "cifar-10-batches-py")
+    for spec in (f"cifar10:{tmp_path}", f"cifar10:{tmp_path / 'cifar-10-batches-py'}"):
+        d = load_data(spec, heldout_fraction=0.1)
+        assert d.input_shape == (3, 32, 32) and d.num_classes == 10 and d.classes[0] == "airplane"
+        assert len(d.train) + len(d.heldout) == 100 and len(d.test) == 20
+        assert d.augment.pad == 4 and d.augment.flip
+
+
+def _image_tree(root, size=(32, 32), classes=("cat", "dog"), per_class=3):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                arr = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+                Image.fromarray(arr).save(root / split / c / f"{i}.png")
+
+
+def test_image_folder_tree_archive_and_cache(tmp_path, monkeypatch):
+    root = tmp_path / "imgs"
+    _image_tree(root)
+    d = load_data(f"cifar10:{root}")
+    assert d.classes == ["cat", "dog"] and d.input_shape == (3, 32, 32)
+    assert len(d.train) + len(d.heldout) == 6 and len(d.test) == 6
+    assert list((tmp_path / "cache").glob("cifar10-*.npz")), "decoded arrays are cached"
+
+    # the cached arrays are used the second time: decoding is not called again
+    import widthsearch.data as data_mod
+
+    monkeypatch.setattr(data_mod, "_decode_tree", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    again = load_data(f"cifar10:{root}")
+    assert torch.equal(again.test.x, d.test.x)
+    monkeypatch.undo()
+    monkeypatch.setenv("WIDTHSEARCH_CACHE", str(tmp_path / "cache2"))
+
+    # the same tree in a .tar.gz under one top-level folder gives the same arrays
+    archive = tmp_path / "imgs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(root, arcname="cifar10_jpg")
+    from_tar = load_data(f"imagefolder:{archive}")
+    assert torch.equal(from_tar.test.x, d.test.x) and torch.equal(from_tar.test.y, d.test.y)
+
+
+def test_image_folder_val_split_and_resize(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    _image_tree(root, size=(12, 12))
+    (root / "test").rename(root / "val")
+    Image.fromarray(np.zeros((20, 16, 3), np.uint8)).save(root / "train" / "cat" / "odd.png")
+    d = load_data(f"imagefolder:{root}", heldout_fraction=0.0)
+    assert d.input_shape == (3, 12, 12) and len(d.train) == 7 and len(d.test) == 6
+
+
+def test_corrupt_image_is_a_user_error(tmp_path):
+    root = tmp_path / "imgs"
+    _image_tree(root)
+    (root / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(UserError, match="cannot decode"):
+        load_data(f"imagefolder:{root}")
+
+
+def test_fashion_mnist_real_file():
+    path = shared_path("data", "fashion_mnist.npz")
+    d = load_data(f"fashion_mnist:{path}")
+    assert d.input_shape == (1, 28, 28) and d.num_classes == 10
+    assert len(d.train) == 54000 and len(d.heldout) == 6000 and len(d.test) == 10000
+
+
+def test_batch_loader_order_sharding_and_drop_last():
+    x = torch.arange(10.0).view(10, 1, 1, 1)
+    y = torch.arange(10)
+    plain = list(BatchLoader(x, y, 4))
+    assert [len(b[1]) for b in plain] == [4, 4, 2]
+    assert torch.equal(torch.cat([b[1] for b in plain]), y)
+    loader = BatchLoader(x, y, 4, shuffle=True, drop_last=True, seed=3)
+    assert len(loader) == 2
+    loader.set_epoch(0)
+    e0 = torch.cat([b[1] for b in loader])
+    e0_again = torch.cat([b[1] for b in loader])
+    loader.set_epoch(1)
+    e1 = torch.cat([b[1] for b in loader])
+    assert torch.equal(e0, e0_again) and not torch.equal(e0, e1)
+    # shards of two ranks are disjoint, equal in size, and drawn from the same permutation
+    shards = [torch.cat([b[1] for b in BatchLoader(x, y, 5, shuffle=True, seed=3, rank=r, world_size=2)]) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 5
+    assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
+    assert set(shards[0].tolist()) | set(shards[1].tolist()) == set(range(10))
+
+
+def test_augment_crop_and_flip():
+    x = torch.arange(2 * 16, dtype=torch.float32).view(2, 1, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    flipped = Augment(flip=True)(x.repeat(50, 1, 1, 1), g)
+    assert flipped.shape == (100, 1, 4, 4)
+    is_flip = [bool(torch.equal(f, x[i % 2].flip(2))) for i, f in enumerate(flipped)]
+    is_same = [bool(torch.equal(f, x[i % 2])) for i, f in enumerate(flipped)]
+    assert all(a or b for a, b in zip(is_flip, is_same)) and 20 < sum(is_flip) < 80
+    cropped = Augment(pad=1, fill=(-7.0,))(x.repeat(50, 1, 1, 1), g)
+    allowed = set(x.flatten().tolist()) | {-7.0}
+    assert set(cropped.flatten().tolist()) <= allowed
+    assert (cropped == -7.0).any() and cropped.shape == (100, 1, 4, 4)
+    # same generator seed, same augmentation
+    a = Augment(pad=2, flip=True, fill=(0.0,))
+    assert torch.equal(a(x, torch.Generator().manual_seed(5)), a(x, torch.Generator().manual_seed(5)))
+
+
+def test_dataset_loader_uses_dataset_augmentation():
+    d = load_data("fake:64:3x32x32:2", heldout_fraction=0.0)
+    d.augment = Augment(pad=4, flip=True, fill=(0.0, 0.0, 0.0))
+    xb, yb = next(iter(d.loader("train", 16, shuffle=True, augment=True)))
+    assert xb.shape == (16, 3, 32, 32) and yb.dtype == torch.int64
+    xb_plain, _ = next(iter(d.loader("train", 16)))
+    assert torch.equal(xb_plain, d.train.x[:16])

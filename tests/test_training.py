@@ -1,0 +1,371 @@
+"""Supernet training: sandwich sampling, inplace distillation, exact resume, DDP, BN modes, retraining."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from widthsearch.cli.main import main
+from widthsearch.data import load_data
+from widthsearch.errors import UserError
+from widthsearch.models import build_model
+from widthsearch.space import Supernet
+from widthsearch.training import (
+    evaluate,
+    evaluator_for_data,
+    get_strategy,
+    label_loss,
+    load_supernet,
+    make_supernet_evaluator,
+    sandwich_configs,
+    sandwich_step,
+    soft_cross_entropy,
+    teacher_probs,
+    train_supernet,
+)
+from widthsearch.training.checkpoint import load_checkpoint
+from widthsearch.training.retrain import load_trained, train_network, uniform_width_for_flops
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {"epochs": 2, "batch_size": 256, "num_samples": 3, "calib_images": 256, "lr": 0.2}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("WIDTHSEARCH_CACHE", str(tmp_path / "cache"))
+
+
+def _tiny_net(groups: int = 4) -> Supernet:
+    torch.manual_seed(0)
+    return Supernet(build_model("tiny_cnn"), torch.zeros(2, 1, 8, 8), groups=groups)
+
+
+# --- sampling -------------------------------------------------------------------------------------
+
+
+def test_sandwich_configs_max_min_and_valid_random():
+    space = _tiny_net().space
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(30):
+        configs = sandwich_configs(space, rng, 4)
+        assert len(configs) == 4
+        assert configs[0] == space.max_config() and configs[1] == space.min_config()
+        for cfg in configs[2:]:
+            assert space.validate(cfg, strict=True) == cfg
+            seen.add(space.key(cfg))
+    assert len(seen) > 10  # units are drawn independently: many distinct non-uniform configs
+    assert sandwich_configs(space, rng, 1) == [space.max_config()]
+    assert sandwich_configs(space, rng, 2) == [space.max_config(), space.min_config()]
+    with pytest.raises(UserError):
+        get_strategy("nope")
+    with pytest.raises(UserError):
+        sandwich_configs(space, rng, 0)
+
+
+def test_every_training_step_visits_max_and_min(tmp_path, monkeypatch):
+    import widthsearch.training.supernet as sn
+
+    calls = []
+    real = sn.sandwich_step
+
+    def spy(net, x, y, configs, **kw):
+        calls.append([cfg for cfg, _ in configs])
+        return real(net, x, y, configs, **kw)
+
+    monkeypatch.setattr(sn, "sandwich_step", spy)
+    train_supernet({**FAST, "epochs": 1, "num_samples": 4, "data": "fake:600"}, tmp_path / "run")
+    net, _ = load_supernet(tmp_path / "run")
+    space = net.space
+    assert len(calls) == 540 // 256
+    for configs in calls:
+        assert configs[0] == space.max_config() and configs[1] == space.min_config()
+        assert all(space.validate(c, strict=True) == c for c in configs[2:])
+    assert calls[0][2:] != calls[1][2:]
+
+
+# --- losses ------------------------------------------------------------------------------------------
+
+
+def test_soft_cross_entropy_matches_hand_computation():
+    student = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], requires_grad=True)
+    teacher_logits = torch.tensor([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]], requires_grad=True)
+    p = teacher_probs(teacher_logits)
+    loss = soft_cross_entropy(student, p)
+    expected = 0.0
+    for s_row, t_row in zip(student.tolist(), teacher_logits.tolist()):
+        zt = sum(math.exp(v) for v in t_row)
+        zs = sum(math.exp(v) for v in s_row)
+        expected += -sum((math.exp(t) / zt) * (s - math.log(zs)) for s, t in zip(s_row, t_row))
+    expected /= 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert teacher_logits.grad is None  # the teacher's distribution is detached
+    # gradient of soft CE w.r.t. student logits is (softmax(student) - p) / batch
+    assert torch.allclose(student.grad, (F.softmax(student.detach(), 1) - p) / 2, atol=1e-6)
+
+
+def test_label_loss_with_smoothing_matches_hand_computation():
+    logits = torch.tensor([[1.0, 2.0, 0.5, -1.0]])
+    target = torch.tensor([1])
+    eps = 0.1
+    log_q = [v - math.log(sum(math.exp(u) for u in logits[0].tolist())) for v in logits[0].tolist()]
+    smooth = [eps / 4 + (1 - eps) * (k == 1) for k in range(4)]
+    expected = -sum(s * lq for s, lq in zip(smooth, log_q))
+    assert label_loss(logits, target, eps).item() == pytest.approx(expected, rel=1e-6)
+    assert label_loss(logits, target).item() == pytest.approx(-log_q[1], rel=1e-6)
+
+
+def test_sandwich_step_accumulates_label_and_distillation_gradients():
+    net = _tiny_net()
+    model = net.model.train()
+    space = net.space
+    x = torch.randn(16, 1, 8, 8)
+    y = torch.randint(0, 10, (16,))
+    cfg_min = space.min_config()
+    configs = [(space.max_config(), "left"), (cfg_min, "left")]
+    stats = sandwich_step(net, x, y, configs, distill=True, label_smoothing=0.1)
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    model.zero_grad(set_to_none=True)
+    net.set_config(space.max_config())
+    out_max = model(x)
+    loss_max = F.cross_entropy(out_max, y, label_smoothing=0.1)
+    net.set_config(cfg_min)
+    out_min = model(x)
+    p = F.softmax(out_max.detach(), dim=1)
+    loss_min = -(p * F.log_softmax(out_min, dim=1)).sum(1).mean()
+    (loss_max + loss_min).backward()
+    for n, prm in model.named_parameters():
+        assert torch.allclose(got[n], prm.grad, atol=1e-5, rtol=1e-4), n
+    assert stats["losses"] == pytest.approx([loss_max.item(), loss_min.item()], rel=1e-5)
+
+
+# --- checkpoints and exact resume ----------------------------------------------------------------------
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
+    args = {**FAST, "data": "digits", "epochs": 3}
+    full = train_supernet(args, tmp_path / "full")
+    part = train_supernet(args, tmp_path / "part", stop_after=1)
+    assert part["epochs_done"] == 1 and not part["complete"]
+    resumed = train_supernet({"epochs": 3}, tmp_path / "part", resume=True)
+    assert resumed["complete"] and resumed["epochs_done"] == 3
+
+    a = load_checkpoint(tmp_path / "full" / "supernet.pt")
+    b = load_checkpoint(tmp_path / "part" / "supernet.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for ra, rb in zip(a["history"], b["history"]):
+        assert ra["loss"] == rb["loss"] and ra["max_acc"] == rb["max_acc"] and ra["min_acc"] == rb["min_acc"]
+    assert b["optimizer"]["state"].keys() == a["optimizer"]["state"].keys()
+
+    log = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert {"loss", "max_acc", "min_acc", "seconds"} <= set(log[-1])
+
+
+def test_checkpoint_is_plain_data_and_rebuilds_the_supernet(tmp_path):
+    train_supernet({**FAST, "epochs": 1, "data": "fake:300", "width_mult": 0.5, "groups": 5}, tmp_path)
+    ckpt = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    args = ckpt["args"]
+    for key in ("model", "width_mult", "groups", "input_shape", "num_classes", "data", "heldout_fraction", "seed"):
+        assert key in args
+    net, meta = load_supernet(tmp_path / "supernet.pt")
+    assert meta["width_mult"] == 0.5 and meta["epoch"] == 1
+    assert all(len(u.choices) <= 5 for u in net.space.units)
+    for key, value in net.model.state_dict().items():
+        assert torch.equal(value, ckpt["model"][key])
+    assert not list(tmp_path.glob(".*tmp")), "no temporary files left behind"
+
+
+def test_existing_checkpoint_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["supernet", "--model", "tiny_cnn", "--data", "fake:300", "--epochs", "1", "--batch-size", "128",
+            "--out", str(out), "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["complete"] and 0 <= result["max_acc"] <= 1
+    before = (out / "supernet.pt").read_bytes()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--resume" in err
+    assert (out / "supernet.pt").read_bytes() == before
+    # resuming with a different recipe is refused, resuming a finished run is a no-op
+    assert main(argv[:-1] + ["--resume", "--lr", "0.5"]) == 2
+    assert "differs from the checkpoint" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert (out / "supernet.pt").read_bytes() == before
+
+
+# --- BN at evaluation ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_digits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sn")
+    train_supernet({**FAST, "data": "digits", "epochs": 2}, out)
+    return load_supernet(out)
+
+
+def test_bn_calibrate_and_batch_modes(trained_digits):
+    net, meta = trained_digits
+    data = load_data(meta["data"], meta["heldout_fraction"], meta["seed"])
+    x, y = data.heldout.x, data.heldout.y
+    space = net.space
+    before = {k: v.clone() for k, v in net.model.state_dict().items()}
+    config_before = dict(net.config)
+
+    cal = make_supernet_evaluator(net, x, y, bn="calibrate", calib_batches=data.train.x[:512])
+    cal_small_batches = make_supernet_evaluator(net, x, y, bn="calibrate", calib_batches=data.train.x[:512], batch_size=7)
+    batch = make_supernet_evaluator(net, x, y, bn="batch")
+    for cfg in (space.max_config(), space.min_config(), space.random_config(random.Random(1))):
+        a = cal(cfg)
+        assert 0.0 <= a <= 1.0
+        assert cal_small_batches(cfg) == a  # calibrated scores do not depend on the evaluation batch
+        assert 0.0 <= batch(cfg) <= 1.0
+    assert cal(space.max_config()) > 0.5
+
+    # calibrating on the evaluation images themselves equals normalising with their batch statistics
+    same = make_supernet_evaluator(net, x, y, bn="calibrate", calib_batches=[x])
+    for cfg in (space.max_config(), space.min_config()):
+        assert abs(same(cfg) - batch(cfg)) <= 1.0 / len(y)
+
+    # evaluators leave weights, BN buffers and the active config untouched
+    for k, v in net.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert net.config == config_before
+    with pytest.raises(UserError):
+        make_supernet_evaluator(net, x, y, bn="nope")
+    # the data-set helper calibrates on training images and scores the held-out split
+    assert evaluator_for_data(net, data)(space.max_config()) == pytest.approx(cal(space.max_config()), abs=0.05)
+
+
+def test_calibrated_export_scores_what_the_evaluator_predicts(trained_digits):
+    net, meta = trained_digits
+    data = load_data(meta["data"], meta["heldout_fraction"], meta["seed"])
+    cfg = net.space.random_config(random.Random(3))
+    calib = data.train.x[:512]
+    score = make_supernet_evaluator(net, data.heldout.x, data.heldout.y, calib_batches=calib)(cfg)
+    state = {k: v.clone() for k, v in net.model.state_dict().items()}
+    net.calibrate_bn([calib], cfg)
+    static = net.export(cfg)
+    net.model.load_state_dict(state)
+    net.set_config(net.space.max_config())
+    assert evaluate(static, data.heldout.x, data.heldout.y) == pytest.approx(score)
+
+
+# --- distributed -----------------------------------------------------------------------------------------
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, torch
+    import widthsearch.training.supernet as sn
+    rank = int(os.environ["RANK"])
+    out = sys.argv[1]
+    seen = []
+    real = sn.sandwich_step
+    def spy(net, x, y, configs, **kw):
+        seen.append([dict(c) for c, _ in configs])
+        return real(net, x, y, configs, **kw)
+    sn.sandwich_step = spy
+    captured = {}
+    real_loop = sn.EpochLoop
+    class Loop(real_loop):
+        def run(self, stop_after=None):
+            history = super().run(stop_after)
+            captured["state"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return history
+    sn.EpochLoop = Loop
+    torch.set_num_threads(1)
+    sn.train_supernet({"data": "fake:400", "epochs": 1, "batch_size": 64, "num_samples": 4,
+                       "calib_images": 64, "device": "cpu"}, out)
+    torch.save({"configs": seen, "state": captured["state"]}, os.path.join(out, f"rank{rank}.pt"))
+    """
+)
+
+
+@pytest.mark.distributed
+def test_torchrun_two_processes_share_weights_but_not_configs(tmp_path):
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    if not Path(torchrun).exists():
+        pytest.skip("torchrun is not installed")
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", str(script), str(out)],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0 = torch.load(out / "rank0.pt", weights_only=True)
+    r1 = torch.load(out / "rank1.pt", weights_only=True)
+    steps = (360 // 2) // 32
+    assert len(r0["configs"]) == len(r1["configs"]) == steps
+    for c0, c1 in zip(r0["configs"], r1["configs"]):
+        assert c0[:2] == c1[:2]  # both ranks train the max and min configs
+    assert [c[2:] for c in r0["configs"]] != [c[2:] for c in r1["configs"]]  # rank-dependent sampling
+    for key, value in r0["state"].items():
+        assert torch.equal(value, r1["state"][key]), key
+    ckpt = load_checkpoint(out / "supernet.pt")
+    assert ckpt["world_size"] == 2
+    for key, value in ckpt["model"].items():
+        assert torch.equal(value, r0["state"][key]), key
+
+
+# --- retraining --------------------------------------------------------------------------------------------
+
+
+def test_train_cli_tiny(tmp_path, capsys):
+    out = tmp_path / "net"
+    code = main(["train", "--model", "tiny_cnn", "--data", "digits", "--epochs", "2", "--batch-size", "128",
+                 "--width-mult", "0.5", "--out", str(out), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["accuracy"] > 0.3
+    assert isinstance(result["flops"], int) and isinstance(result["params"], int)
+    assert Path(result["checkpoint"]).is_file()
+    model, meta = load_trained(result["checkpoint"])
+    data = load_data("digits")
+    assert evaluate(model, data.test.x, data.test.y) == pytest.approx(result["accuracy"])
+    assert sum(p.numel() for p in model.parameters()) == result["params"]
+    assert main(["train", "--model", "tiny_cnn", "--epochs", "1", "--out", str(out)]) == 2  # never overwrite
+
+
+def test_train_searched_config_and_uniform_baseline(tmp_path):
+    from widthsearch.space.config import save_config
+
+    net = _tiny_net(groups=10)
+    cfg = net.space.uniform_config(0.5)
+    cfg[net.space.units[0].name] = net.space.units[0].max
+    path = save_config(tmp_path / "cfg.yaml", net.space, cfg, model="tiny_cnn", width_mult=1.0, groups=10)
+    res = train_network({"data": "fake:300", "epochs": 1, "batch_size": 64}, tmp_path / "searched", channels=path)
+    assert res["flops"] == net.space.cost(cfg).flops
+    assert res["channels"] == cfg
+    as_dict = train_network({"data": "fake:300", "epochs": 1, "batch_size": 64}, tmp_path / "dict", channels=cfg,
+                            width_mult=1.0)
+    assert as_dict["flops"] == res["flops"] and as_dict["accuracy"] == res["accuracy"]
+
+    data = load_data("fake:300")
+    w, flops = uniform_width_for_flops("tiny_cnn", data, res["flops"])
+    assert 0 < w < 1 and abs(flops - res["flops"]) / res["flops"] < 0.1
+    base = train_network({"data": "fake:300", "epochs": 1, "batch_size": 64}, tmp_path / "uniform", uniform_flops=res["flops"])
+    assert base["flops"] == flops and base["network"]["width_mult"] == pytest.approx(w)
+
+    with pytest.raises(UserError):
+        train_network({"data": "fake:300"}, tmp_path / "x", channels=tmp_path / "missing.yaml")
+    with pytest.raises(UserError, match="written for model"):
+        train_network({"data": "fake:300", "model": "resnet20"}, tmp_path / "y", channels=path)

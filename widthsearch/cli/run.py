@@ -1,0 +1,66 @@
+"""``widthsearch run``: AutoSlim end to end (supernet -> greedy search -> retraining -> report)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from widthsearch.cli.main import print_json
+from widthsearch.errors import UserError
+from widthsearch.methods.autoslim import RUN_DEFAULTS, run_autoslim
+from widthsearch.space.units import format_count
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = RUN_DEFAULTS
+    parser = sub.add_parser("run", help="AutoSlim end to end: supernet, greedy search, retraining, report")
+    parser.add_argument("--model", default=None, metavar="M", help=f"zoo model (default {d['model']})")
+    parser.add_argument("--data", default=None, metavar="SPEC", help=f"data set (default {d['data']})")
+    parser.add_argument("--width-mult", type=float, default=None, metavar="X", help="supernet width (default 1.0)")
+    parser.add_argument("--groups", type=int, default=None, metavar="G", help=f"groups per unit (default {d['groups']})")
+    parser.add_argument("--epochs", type=int, default=None, metavar="E", help=f"supernet epochs (default {d['epochs']})")
+    parser.add_argument("--retrain-epochs", type=int, default=None, metavar="E",
+                        help=f"epochs for each retrained net (default {d['retrain_epochs']})")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="B", help=f"default {d['batch_size']}")
+    parser.add_argument("--lr", type=float, default=None, help=f"default {d['lr']}")
+    parser.add_argument("--seed", type=int, default=None, help="default 0")
+    parser.add_argument("--targets", default=None, metavar="F,F,F",
+                        help="FLOPs targets as fractions of the max config (default 0.75,0.5,0.25)")
+    parser.add_argument("--bn", default=None, choices=["batch", "calibrate"], help="BN mode of the search (default batch)")
+    parser.add_argument("--search-images", type=int, default=None, metavar="N", help="held-out images scoring the search")
+    parser.add_argument("--out", default="runs/autoslim", metavar="DIR", help="run folder (default runs/autoslim)")
+    parser.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def _targets(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise UserError(f"--targets {text!r}: expected fractions like 0.75,0.5,0.25") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise UserError(f"--targets {text!r}: every fraction must be in (0, 1]")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = {
+        "model": args.model, "data": args.data, "width_mult": args.width_mult, "groups": args.groups,
+        "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "seed": args.seed, "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
+    }
+    start = time.time()
+    echo = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    result = run_autoslim(settings, args.out, resume=args.resume, progress=not args.json, echo=echo)
+    result["seconds"] = round(time.time() - start, 1)
+    if args.json:
+        print_json(result)
+        return 0
+    for r in result["targets"]:
+        print(f"{r['target']}: FLOPs {format_count(r['flops'])}  acc {100 * r['accuracy']:.2f}%  "
+              f"uniform {100 * r['uniform_accuracy']:.2f}%  delta {100 * (r['accuracy'] - r['uniform_accuracy']):+.2f}")
+    print(f"report: {result['report']} ({result['seconds']:.0f} s)")
+    return 0

@@ -1,0 +1,113 @@
+"""Checkpoints: written atomically, plain data only (``torch.load(..., weights_only=True)`` works).
+
+A checkpoint is a dict of tensors, ints, floats, strings, bools, lists and dicts:
+
+``format``      ``"widthsearch.supernet/1"`` or ``"widthsearch.model/1"``
+``epoch``       number of completed epochs
+``args``        the run's arguments (model, width_mult, groups, input_shape, num_classes, data, ...)
+``model``       the model's ``state_dict``
+``optimizer``   / ``scheduler`` states
+``rng``         python / numpy / torch (and CUDA) generator states at the end of the epoch
+``history``     the per-epoch log rows
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from widthsearch.errors import UserError
+
+__all__ = [
+    "SUPERNET_FORMAT",
+    "MODEL_FORMAT",
+    "atomic_save",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+]
+
+SUPERNET_FORMAT = "widthsearch.supernet/1"
+MODEL_FORMAT = "widthsearch.model/1"
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, expect: str | None = None) -> dict:
+    """Load a checkpoint with ``weights_only=True``; ``UserError`` if missing or of another kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read checkpoint {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise UserError(f"{path} is not a widthsearch checkpoint")
+    if expect is not None and ckpt["format"] != expect:
+        raise UserError(f"{path} is a {ckpt['format']!r} checkpoint, expected {expect!r}")
+    return ckpt
+
+
+def rng_state() -> dict:
+    """The global generator states as plain data."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": {"version": int(py[0]), "state": [int(v) for v in py[1]], "gauss": py[2] if py[2] is not None else "none"},
+        "numpy": {
+            "algorithm": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    gauss = None if py["gauss"] == "none" else float(py["gauss"])
+    random.setstate((int(py["version"]), tuple(int(v) for v in py["state"]), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["algorithm"], n["keys"].numpy().astype(np.uint32), int(n["pos"]), int(n["has_gauss"]), float(n["cached_gaussian"]))
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def _file_mode() -> int:
+    """``0o666`` minus the process umask: what ``open()`` would have given the file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

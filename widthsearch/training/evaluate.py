@@ -1,0 +1,229 @@
+"""Accuracy of plain models and of supernet configurations; BN statistics for evaluation.
+
+Two ways to normalise a sub-network of a supernet at evaluation time (its shared running
+statistics were accumulated over a mixture of widths during training and fit none of them):
+
+``bn="calibrate"`` (the default)
+    Recompute each BN layer's running mean/variance *for that configuration* from a fixed set of
+    calibration images (US-Nets' "BN post-statistics"; Yu & Huang, arXiv:1903.05134, Sec. 3.3),
+    then evaluate in ordinary eval mode. The score does not depend on how the evaluation set is cut
+    into batches and it is exactly what the exported static network computes with those statistics.
+``bn="batch"``
+    Evaluate in eval mode but normalise with each batch's own statistics (AutoSlim's greedy
+    search, arXiv:1903.11728, which uses one large batch); cheaper, since no calibration pass is
+    needed, but the score depends on the batch (keep batches large, >= ~1k images).
+
+Both leave the supernet's BN buffers as they found them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Callable, Iterable, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from widthsearch.errors import UserError
+
+__all__ = [
+    "evaluate",
+    "make_supernet_evaluator",
+    "evaluator_for_data",
+    "supernet_accuracy",
+    "calibration_batches",
+    "preserve_bn_state",
+    "DEFAULT_CALIB_IMAGES",
+]
+
+#: images used for BN calibration by default (US-Nets use a few thousand training images)
+DEFAULT_CALIB_IMAGES = 2048
+
+
+def _module(model_or_net) -> nn.Module:
+    return getattr(model_or_net, "model", model_or_net)
+
+
+def _device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _memory_format(model: nn.Module) -> torch.memory_format:
+    """The layout the first spatial conv's weight uses (inputs are converted to match)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.dim() == 4 and m.weight.shape[-1] > 1:
+            w = m.weight
+            if not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
+                return torch.channels_last
+            break
+    return torch.contiguous_format
+
+
+def _chunks(n: int, batch_size: int | None) -> Iterator[tuple[int, int]]:
+    """Equal-sized chunks covering ``range(n)`` (sizes differ by at most one)."""
+    if n == 0:
+        return
+    size = n if not batch_size or batch_size >= n else batch_size
+    count = math.ceil(n / size)
+    bounds = [round(i * n / count) for i in range(count + 1)]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        yield a, b
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None) -> int:
+    device, fmt = _device(model), _memory_format(model)
+    correct = 0
+    for a, b in _chunks(len(y), batch_size):
+        xb = x[a:b].to(device, non_blocking=True)
+        if xb.dim() == 4:
+            xb = xb.contiguous(memory_format=fmt)
+        pred = model(xb).argmax(dim=1)
+        correct += int((pred.cpu() == y[a:b]).sum())
+    return correct
+
+
+@torch.no_grad()
+def evaluate(model_or_net, x: Tensor, y: Tensor, batch_size: int | None = 1000) -> float:
+    """Top-1 accuracy (0..1) of a model (or a :class:`Supernet` at its current config) in eval mode.
+
+    BN uses its running statistics. The model's train/eval mode is restored afterwards.
+    """
+    model = _module(model_or_net)
+    if len(y) == 0:
+        raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
+    was_training = model.training
+    model.eval()
+    try:
+        return _correct(model, x, y, batch_size) / len(y)
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def preserve_bn_state(model: nn.Module) -> Iterator[None]:
+    """Restore every BN layer's running statistics and the model's train/eval mode on exit."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            saved.append((m, [(name, b.detach().clone()) for name, b in m.named_buffers(recurse=False) if b is not None]))
+    was_training = model.training
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in saved:
+                for name, value in buffers:
+                    getattr(m, name).copy_(value)
+        model.train(was_training)
+
+
+def calibration_batches(
+    x: Tensor, num_images: int = DEFAULT_CALIB_IMAGES, batch_size: int = 256, seed: int = 0
+) -> list[Tensor]:
+    """A fixed random subset of ``num_images`` images of ``x`` cut into batches.
+
+    The same subset serves every configuration, so calibration noise does not reorder them.
+    """
+    n = len(x)
+    if n == 0:
+        raise UserError("no images for BN calibration")
+    g = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(n, generator=g)[: min(n, int(num_images))]
+    idx = torch.sort(idx).values
+    return [x[idx[a:b]] for a, b in _chunks(len(idx), batch_size)]
+
+
+def supernet_accuracy(
+    net,
+    config: Mapping[str, int],
+    x: Tensor,
+    y: Tensor,
+    *,
+    bn: str = "calibrate",
+    calib: Iterable[Tensor] | None = None,
+    batch_size: int | None = None,
+    align: str = "left",
+) -> float:
+    """Accuracy of ``net`` at ``config``; see the module docstring for ``bn``. Side-effect free."""
+    if bn not in ("calibrate", "batch"):
+        raise UserError(f"bn mode must be 'calibrate' or 'batch', got {bn!r}")
+    if len(y) == 0:
+        raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
+    model = net.model
+    with preserve_bn_state(model), net.using(config, align=align):
+        if bn == "calibrate":
+            net.calibrate_bn(calib if calib is not None else calibration_batches(x), config)
+            model.eval()
+            correct = _correct(model, x, y, batch_size or 1000)
+        else:
+            model.eval()
+            with net.batch_stats():
+                correct = _correct(model, x, y, batch_size or 5000)
+    return correct / len(y)
+
+
+def make_supernet_evaluator(
+    net,
+    x: Tensor,
+    y: Tensor,
+    bn: str = "calibrate",
+    calib_batches: Iterable[Tensor] | Tensor | None = None,
+    *,
+    batch_size: int | None = None,
+    align: str = "left",
+    num_calib_images: int = DEFAULT_CALIB_IMAGES,
+    seed: int = 0,
+) -> Callable[[Mapping[str, int]], float]:
+    """``evaluator(config) -> accuracy`` on the fixed set ``(x, y)``, for the greedy search.
+
+    ``bn="calibrate"``: before each evaluation the BN statistics of the configuration are
+    recomputed from ``calib_batches`` (a list of image batches, or one image tensor that is cut
+    into batches of 256; default: ``num_calib_images`` images drawn from ``x`` with ``seed``).
+    ``bn="batch"``: normalise with the statistics of evaluation batches of ``batch_size``
+    (default: the whole set in chunks of at most 5000). The supernet's BN buffers, configuration
+    and mode are unchanged afterwards.
+    """
+    if bn not in ("calibrate", "batch"):
+        raise UserError(f"bn mode must be 'calibrate' or 'batch', got {bn!r}")
+    if len(y) == 0:
+        raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
+    calib: list[Tensor] | None = None
+    if bn == "calibrate":
+        if calib_batches is None:
+            calib = calibration_batches(x, num_calib_images, seed=seed)
+        elif isinstance(calib_batches, Tensor):
+            calib = [calib_batches[a:b] for a, b in _chunks(len(calib_batches), 256)]
+        else:
+            calib = [b[0] if isinstance(b, (tuple, list)) else b for b in calib_batches]
+        if not calib:
+            raise UserError("no batches for BN calibration")
+
+    def evaluator(config: Mapping[str, int]) -> float:
+        return supernet_accuracy(net, config, x, y, bn=bn, calib=calib, batch_size=batch_size, align=align)
+
+    evaluator.bn = bn  # type: ignore[attr-defined]
+    return evaluator
+
+
+def evaluator_for_data(
+    net,
+    data,
+    bn: str = "calibrate",
+    *,
+    split: str = "heldout",
+    num_calib_images: int = DEFAULT_CALIB_IMAGES,
+    batch_size: int | None = None,
+    align: str = "left",
+) -> Callable[[Mapping[str, int]], float]:
+    """:func:`make_supernet_evaluator` on a :class:`~widthsearch.data.Dataset` split (default held-out).
+
+    Calibration images are a fixed random subset of the *training* split (no augmentation), drawn
+    with the data set's seed, so the images that set the BN statistics are not the ones scored.
+    """
+    target = getattr(data, split)
+    calib = calibration_batches(data.train.x, num_calib_images, seed=data.seed) if bn == "calibrate" else None
+    return make_supernet_evaluator(net, target.x, target.y, bn=bn, calib_batches=calib, batch_size=batch_size, align=align)

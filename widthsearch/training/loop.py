@@ -1,0 +1,271 @@
+"""The epoch loop shared by supernet training and retraining: resume, checkpoints, logs, DDP.
+
+Exact resumption: every random stream of an epoch (data order, augmentation, sampled
+configurations, dropout) is re-seeded from ``(seed, epoch, rank)`` at the start of the epoch, and
+the checkpoint written after each epoch holds the model, optimizer and scheduler states. A run
+resumed from the checkpoint of epoch ``k`` therefore performs exactly the same computation for
+epochs ``k+1..E`` as an uninterrupted run, and ends with identical weights (on the same device
+and thread count). The global python/numpy/torch generator states are stored and restored too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from widthsearch.data import BatchLoader, mix_seed
+from widthsearch.errors import UserError
+from widthsearch.training.checkpoint import _file_mode, atomic_save, load_checkpoint, rng_state, set_rng_state
+from widthsearch.training.distributed import DistContext
+from widthsearch.training.optim import WarmupCosine, build_optimizer
+from widthsearch.training.steps import zero_grads
+
+__all__ = ["resolve_args", "prepare_output", "EpochLoop", "write_json_atomic", "write_jsonl_atomic"]
+
+#: arguments that may change when resuming (they do not alter the computation, or extend it)
+MUTABLE_ON_RESUME = frozenset({"epochs", "device", "calib_images", "threads"})
+
+
+def resolve_args(
+    explicit: Mapping[str, Any] | None, defaults: Mapping[str, Any], saved: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The run's arguments: defaults < checkpoint (when resuming) < explicitly given values.
+
+    ``None`` in ``explicit`` means "not given". When resuming, a given value that differs from the
+    checkpoint's is refused (except :data:`MUTABLE_ON_RESUME`): a resumed run must be the same run.
+    """
+    explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
+    unknown = sorted(set(explicit) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown training argument(s): {', '.join(unknown)}")
+    if saved is None:
+        return {**defaults, **explicit}
+    args = {**defaults, **{k: v for k, v in saved.items()}}
+    for key, value in explicit.items():
+        if key in MUTABLE_ON_RESUME:
+            args[key] = value
+            continue
+        old = saved.get(key, defaults[key])
+        same = math.isclose(float(value), float(old), rel_tol=1e-12) if isinstance(value, float) and isinstance(old, (int, float)) else value == old
+        if not same:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag} {value} differs from the checkpoint's {old}; resume with the same settings or use a new --out")
+    return args
+
+
+def prepare_output(path: Path, resume: bool) -> dict | None:
+    """Refuse to overwrite a checkpoint unless resuming; load it when resuming (None if absent)."""
+    if path.exists() and not resume:
+        raise UserError(f"{path} already exists; pass --resume to continue it, or choose another --out")
+    if resume and path.exists():
+        return load_checkpoint(path)
+    if resume:
+        print(f"note: no checkpoint at {path}; starting from scratch", file=sys.stderr)
+    return None
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    _write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    _write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class EpochLoop:
+    """Runs epochs of ``step_fn`` over ``loader`` with checkpoints after each epoch.
+
+    ``step_fn(x, y, rng) -> {"losses": [...], "correct": int}`` does the forward/backward passes
+    (gradients are zeroed before and averaged over ranks after it, then the optimizer steps);
+    ``eval_fn() -> dict`` runs on rank 0 after every epoch and its values join the log row.
+    """
+
+    def __init__(
+        self,
+        *,
+        ctx: DistContext,
+        args: dict,
+        model: nn.Module,
+        loader: BatchLoader,
+        step_fn: Callable,
+        eval_fn: Callable[[], dict] | None,
+        ckpt_path: Path,
+        ckpt_format: str,
+        ckpt_extra: dict | None = None,
+        progress: bool = False,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.ctx, self.args, self.model, self.loader = ctx, args, model, loader
+        self.step_fn, self.eval_fn = step_fn, eval_fn
+        self.ckpt_path, self.ckpt_format, self.ckpt_extra = ckpt_path, ckpt_format, dict(ckpt_extra or {})
+        self.log_path = ckpt_path.parent / "log.jsonl"
+        self.progress, self.echo = progress, echo
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.steps_per_epoch = len(loader)
+        if self.steps_per_epoch < 1:
+            raise UserError(
+                f"--batch-size {args['batch_size']} is larger than the training split "
+                f"({loader.num_samples * ctx.world_size} images); use a smaller batch"
+            )
+        self.optimizer = build_optimizer(model, args["lr"], args["weight_decay"], args["momentum"], args["nesterov"])
+        self.scheduler = WarmupCosine(
+            self.optimizer,
+            total_steps=args["epochs"] * self.steps_per_epoch,
+            warmup_steps=int(round(args["warmup_epochs"] * self.steps_per_epoch)),
+        )
+        self.epoch = 0
+        self.history: list[dict] = []
+
+    def load(self, ckpt: dict) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        self.epoch = int(ckpt["epoch"])
+        self.history = list(ckpt.get("history", []))
+        if self.epoch > self.args["epochs"]:
+            raise UserError(f"checkpoint already has {self.epoch} epochs, more than --epochs {self.args['epochs']}")
+        saved_epochs = int(ckpt["args"].get("epochs", self.args["epochs"]))
+        if saved_epochs != self.args["epochs"] and self.ctx.is_main:
+            print(
+                f"note: --epochs {self.args['epochs']} differs from the checkpoint's {saved_epochs}; the cosine "
+                "schedule is stretched from here on (the run is no longer identical to a single run)",
+                file=sys.stderr,
+            )
+
+    def state(self) -> dict:
+        return {
+            "format": self.ckpt_format,
+            "epoch": self.epoch,
+            "args": self.args,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_state(),
+            "history": self.history,
+            "world_size": self.ctx.world_size,
+            **self.ckpt_extra,
+        }
+
+    def run(self, stop_after: int | None = None) -> list[dict]:
+        """Train from ``self.epoch`` to ``args["epochs"]`` (or ``stop_after`` epochs of this call)."""
+        ctx, args = self.ctx, self.args
+        self.ctx.broadcast_state(self.model)
+        zero_grads(self.params)
+        done_here = 0
+        while self.epoch < args["epochs"]:
+            if stop_after is not None and done_here >= stop_after:
+                break
+            epoch = self.epoch
+            self.loader.set_epoch(epoch)
+            rng = random.Random(mix_seed(args["seed"], epoch, ctx.rank, 2))
+            torch.manual_seed(mix_seed(args["seed"], epoch, ctx.rank, 3))
+            self.model.train()
+            t0 = time.perf_counter()
+            loss_sums: list[float] = []
+            correct = seen = 0
+            batches = self.loader
+            bar = None
+            if self.progress and ctx.is_main:
+                from tqdm import tqdm
+
+                bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{args['epochs']}", leave=False, dynamic_ncols=True)
+            for xb, yb in batches:
+                xb = xb.to(ctx.device, non_blocking=True)
+                yb = yb.to(ctx.device, non_blocking=True)
+                zero_grads(self.params)
+                stats = self.step_fn(xb, yb, rng)
+                ctx.average_gradients(self.params)
+                self.optimizer.step()
+                self.scheduler.step()
+                losses = stats["losses"]
+                if not loss_sums:
+                    loss_sums = [0.0] * len(losses)
+                for i, value in enumerate(losses):
+                    loss_sums[i] += value * len(yb)
+                correct += stats["correct"]
+                seen += len(yb)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[0]:.3f}")
+            if bar is not None:
+                bar.close()
+            if ctx.device.type == "cuda":
+                torch.cuda.synchronize(ctx.device)
+            train_seconds = time.perf_counter() - t0
+            totals = ctx.sum_floats([*loss_sums, float(correct), float(seen), train_seconds])
+            seen_all = max(1.0, totals[-2])
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "loss": totals[0] / seen_all,
+                "train_acc": totals[-3] / seen_all,
+            }
+            if len(loss_sums) > 1:
+                row["other_loss"] = sum(totals[1:-3]) / (len(loss_sums) - 1) / seen_all
+            row["lr"] = float(self.scheduler.get_last_lr()[0])
+            row["train_seconds"] = train_seconds
+            row["img_per_s"] = seen_all / max(1e-9, totals[-1] / ctx.world_size)
+            t1 = time.perf_counter()
+            if self.eval_fn is not None and ctx.is_main:
+                row.update(self.eval_fn())
+            row["seconds"] = time.perf_counter() - t0
+            row["eval_seconds"] = time.perf_counter() - t1
+            self.epoch = epoch + 1
+            done_here += 1
+            self.history.append(row)
+            if ctx.enabled:
+                # BN running statistics drift apart across ranks (each sees other data and widths);
+                # keep rank 0's so that every rank holds the checkpointed state
+                for buf in self.model.buffers():
+                    torch.distributed.broadcast(buf.data, src=0)
+            if ctx.is_main:
+                atomic_save(self.state(), self.ckpt_path)
+                write_jsonl_atomic(self.log_path, self.history)
+                if self.echo is not None:
+                    self.echo(_format_row(row, args["epochs"]))
+            ctx.barrier()
+        return self.history
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+def _format_row(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['loss']:.4f}"]
+    for key, label in (("max_acc", "max acc"), ("min_acc", "min acc"), ("heldout_acc", "held-out acc")):
+        if key in row:
+            parts.append(f"{label} {100 * row[key]:.2f}%")
+    parts.append(f"{row['img_per_s']:.0f} img/s")
+    parts.append(f"{row['seconds']:.1f}s")
+    return "  ".join(parts)
+
