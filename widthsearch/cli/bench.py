@@ -49,21 +49,43 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lower", type=float, default=None, metavar="FRAC",
                    help=f"evolution/random only sample FLOPs >= FRAC*budget (default {CBM_LOWER:g})")
     p.add_argument("--scores", metavar="FILE", help="JSON {key: score} or CSV key,score to correlate with the table")
+    p.add_argument("--supernet", metavar="CKPT",
+                   help="score architectures with this supernet (cbm_* trained with --groups 4), then correlate")
+    p.add_argument("--sample", type=int, default=16384, metavar="N",
+                   help="with --supernet: N architectures stratified by FLOPs (default all 16,384)")
+    p.add_argument("--scores-out", metavar="FILE",
+                   help="with --supernet: where scores are written and resumed from (default DIR_OF_CKPT/cbm_scores.json)")
+    p.add_argument("--eval-images", type=int, default=2000, metavar="N",
+                   help="with --supernet: held-out images per architecture (default 2000)")
+    p.add_argument("--calib-images", type=int, default=2048, metavar="N",
+                   help="with --supernet: training images recalibrating BN for each architecture (default 2048)")
     p.add_argument("--report", metavar="DIR", help="write report.md and a PNG per space to DIR")
     p.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per algorithm in --report (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_cbm)
 
 
-def _score_source(args: argparse.Namespace) -> Optional[Dict[str, float]]:
+def _score_source(args: argparse.Namespace, bench: Any) -> Optional[Dict[str, float]]:
     """Per-architecture scores to correlate with the table (``--scores FILE``).
 
     Other sources of scores (e.g. evaluating a trained supernet checkpoint on every
     architecture) belong here: return ``{key: score}``."""
     from widthsearch.bench.cbm import load_scores
 
+    if args.scores and args.supernet:
+        raise UserError("give --scores or --supernet, not both")
     if args.scores:
         return load_scores(args.scores)
+    if args.supernet:
+        from pathlib import Path
+
+        from widthsearch.bench.supernet_scores import score_with_supernet, stratified_keys
+
+        keys = stratified_keys(bench, args.sample, args.seed)
+        ckpt = Path(args.supernet)
+        out = args.scores_out or (ckpt if ckpt.is_dir() else ckpt.parent) / "cbm_scores.json"
+        return score_with_supernet(ckpt, bench, keys, out, eval_images=args.eval_images,
+                                   calib_images=args.calib_images, progress=not args.json)
     return None
 
 
@@ -76,11 +98,11 @@ def run_cbm(args: argparse.Namespace) -> int:
         raise UserError("--seeds must be at least 1")
     if args.lower is not None and not 0.0 <= args.lower <= 1.0:
         raise UserError("--lower must be a fraction in [0, 1]")
-    wants_space = args.verify_costs or args.algo or args.scores
+    wants_space = args.verify_costs or args.algo or args.scores or args.supernet
     if wants_space and not args.space:
         raise UserError("--space is required (mobilenet or resnet)")
     if not (wants_space or args.report) and not args.space:
-        raise UserError("give --space, and --verify-costs, --algo, --scores or --report")
+        raise UserError("give --space, and --verify-costs, --algo, --scores, --supernet or --report")
 
     result: Dict[str, Any] = {}
     text = []
@@ -88,7 +110,7 @@ def run_cbm(args: argparse.Namespace) -> int:
     if bench is not None:
         result["space"] = bench.name
 
-    if bench is not None and not (args.verify_costs or args.algo or args.scores or args.report):
+    if bench is not None and not (args.verify_costs or args.algo or args.scores or args.supernet or args.report):
         key, acc = bench.optimum()
         result.update({"archs": len(bench.table.keys), "max_flops": bench.table.max_flops,
                        "best_key": key, "best_acc": acc})
@@ -120,7 +142,7 @@ def run_cbm(args: argparse.Namespace) -> int:
         )
         text.append(f"feasible optimum: {r['optimum_key']}  acc {r['optimum_acc']:.3f}")
 
-    scores = _score_source(args)
+    scores = _score_source(args, bench)
     if scores is not None:
         s = bench.score_correlation(scores)
         for k in ("count", "kendall", "spearman", "pearson", "no1", "top10_overlap", "top1pct_k",

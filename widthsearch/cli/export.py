@@ -12,6 +12,7 @@ from widthsearch.cli.common import (
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
 from widthsearch.export import save_static
+from widthsearch.models import model_info
 from widthsearch.space import Supernet
 from widthsearch.space.config import load_config
 from widthsearch.space.units import format_count
@@ -69,7 +70,7 @@ def _supernet_and_meta(args: argparse.Namespace):
         raise UserError(f"{path} does not fit {args.model}: {str(exc).splitlines()[0]}") from None
     net = Supernet(model, example, space=build_space(model, example, args))
     meta = {"model": args.model, "width_mult": args.width_mult, "input_shape": list(shape),
-            "num_classes": int(model(example).shape[1]), "groups": args.groups}
+            "num_classes": args.num_classes or model_info(args.model)["num_classes"], "groups": args.groups}
     return net, meta, None
 
 

@@ -11,7 +11,7 @@ from widthsearch.cli.main import print_json
 from widthsearch.data import load_data
 from widthsearch.methods.autoslim import greedy_search
 from widthsearch.space.units import format_count
-from widthsearch.training.evaluate import calibration_batches, make_supernet_evaluator
+from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, make_supernet_evaluator
 from widthsearch.training.supernet import load_supernet
 
 
@@ -31,14 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def supernet_evaluator(net, meta: dict, bn: str, search_images: int):
+def supernet_evaluator(net, meta: dict, bn: str, search_images: int, calib_images: int = DEFAULT_CALIB_IMAGES):
     """Accuracy on a fixed, seeded subset of the checkpoint's held-out split (never the test set)."""
     data = load_data(meta["data"], meta["heldout_fraction"], meta["seed"], augment="none")
     held = data.heldout
     order = torch.randperm(len(held), generator=torch.Generator().manual_seed(int(meta["seed"])))
     keep = torch.sort(order[: max(1, search_images)]).values
     x, y = held.x[keep], held.y[keep]
-    calib = calibration_batches(data.train.x, seed=data.seed) if bn == "calibrate" else None
+    calib = calibration_batches(data.train.x, calib_images, seed=data.seed) if bn == "calibrate" else None
     return make_supernet_evaluator(net, x, y, bn=bn, calib_batches=calib, batch_size=len(y)), data
 
 

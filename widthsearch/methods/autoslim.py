@@ -178,6 +178,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "targets": (0.75, 0.5, 0.25),
     "bn": "batch",
     "search_images": 2000,
+    "threads": None,
 }
 
 
@@ -211,6 +212,7 @@ def run_autoslim(
     supernet_args = {
         "model": s["model"], "data": s["data"], "width_mult": s["width_mult"], "groups": s["groups"],
         "epochs": s["epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": s["seed"],
+        "threads": s["threads"],
     }
     train_supernet(supernet_args, out / "supernet", resume=resume, progress=progress)
     net, meta = load_supernet(out / "supernet")
@@ -223,7 +225,7 @@ def run_autoslim(
                             resume=search_resume, progress=progress)
 
     recipe = {"model": s["model"], "data": s["data"], "epochs": s["retrain_epochs"], "batch_size": s["batch_size"],
-              "lr": s["lr"], "seed": s["seed"]}
+              "lr": s["lr"], "seed": s["seed"], "threads": s["threads"]}
     rows = []
     for i, entry in enumerate(summary["found"]):
         echo(f"[3/3] retrain {entry['target']} ({i + 1}/{len(summary['found'])}) and its uniform baseline")

@@ -44,6 +44,8 @@ SUPERNET_DEFAULTS: dict[str, Any] = {
 }
 
 CHECKPOINT_NAME = "supernet.pt"
+#: held-out images scoring the max/min configs after every epoch (a progress signal, not a result)
+EPOCH_EVAL_IMAGES = 5000
 
 
 def build_for_data(model_name: str, data: Dataset, width_mult: float) -> tuple[nn.Module, dict]:
@@ -159,10 +161,13 @@ def train_supernet(
 
         calib = calibration_batches(data.train.x, a["calib_images"], seed=mix_seed(a["seed"], 5))
 
+        eval_gen = torch.Generator().manual_seed(mix_seed(a["seed"], 11))
+        eval_idx = torch.randperm(len(data.heldout), generator=eval_gen)[:EPOCH_EVAL_IMAGES]
+
         def evaluate_epoch() -> dict:
             if len(data.heldout) == 0:
                 return {}
-            x, y = data.heldout.x, data.heldout.y
+            x, y = data.heldout.x[eval_idx], data.heldout.y[eval_idx]
             return {
                 "max_acc": supernet_accuracy(net, max_cfg, x, y, bn="calibrate", calib=calib),
                 "min_acc": supernet_accuracy(net, min_cfg, x, y, bn="calibrate", calib=calib),

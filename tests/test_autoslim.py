@@ -1,0 +1,86 @@
+"""AutoSlim search on a real (tiny) supernet: outputs, resume after a kill, the `run` command."""
+import csv
+import json
+
+import pytest
+import yaml
+
+from widthsearch.cli.main import main
+from widthsearch.cli.search import search_meta, supernet_evaluator
+from widthsearch.errors import UserError
+from widthsearch.methods.autoslim import greedy_search
+from widthsearch.training.supernet import load_supernet, train_supernet
+
+
+@pytest.fixture(scope="module")
+def supernet_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("supernet")
+    train_supernet({"model": "tiny_cnn", "data": "digits", "epochs": 1, "groups": 6, "threads": 1}, out)
+    return out
+
+
+class Killed(Exception):
+    pass
+
+
+def test_search_writes_configs_trajectory_and_plots(supernet_dir, tmp_path, capsys):
+    out = tmp_path / "search"
+    code = main(["search", "--checkpoint", str(supernet_dir / "supernet.pt"), "--target", "flops=0.6",
+                 "--target", "params=0.3", "--out", str(out), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [f["metric"] for f in summary["found"]] == ["flops", "params"]
+    for found in summary["found"]:
+        doc = yaml.safe_load(open(found["config"]))
+        assert doc["model"] == "tiny_cnn" and doc["flops"] == found["flops"]
+        assert found[found["metric"]] <= found["value"]
+    rows = list(csv.DictReader(open(out / "trajectory.csv")))
+    assert int(rows[0]["flops"]) > int(rows[-1]["flops"])
+    assert (out / "trajectory.png").stat().st_size > 0 and (out / "widths.png").stat().st_size > 0
+    code = main(["search", "--checkpoint", str(supernet_dir / "supernet.pt"), "--target", "flops=0.6", "--out", str(out)])
+    assert code == 2  # an existing search is never overwritten
+
+
+def test_search_target_below_the_minimum_is_a_user_error(supernet_dir, tmp_path, capsys):
+    code = main(["search", "--checkpoint", str(supernet_dir / "supernet.pt"), "--target", "flops=10",
+                 "--out", str(tmp_path / "s")])
+    assert code == 2 and "below the smallest config" in capsys.readouterr().err
+
+
+def test_search_resumed_after_a_kill_equals_an_uninterrupted_search(supernet_dir, tmp_path):
+    net, meta = load_supernet(supernet_dir)
+    evaluator, _ = supernet_evaluator(net, meta, "batch", 300)
+    targets = ["flops=0.7", "flops=0.4"]
+    whole = greedy_search(net, evaluator, targets, tmp_path / "whole", meta=search_meta(meta), progress=False)
+
+    calls = {"n": 0}
+
+    def dying(config):
+        calls["n"] += 1
+        if calls["n"] > 7:
+            raise Killed
+        return evaluator(config)
+
+    with pytest.raises(Killed):
+        greedy_search(net, dying, targets, tmp_path / "killed", meta=search_meta(meta), progress=False)
+    with pytest.raises(UserError):  # restarting without --resume must not clobber the saved state
+        greedy_search(net, evaluator, targets, tmp_path / "killed", meta=search_meta(meta), progress=False)
+    resumed = greedy_search(net, evaluator, targets, tmp_path / "killed", meta=search_meta(meta), resume=True,
+                            progress=False)
+    strip = lambda s: [(f["target"], f["flops"], f["heldout_accuracy"]) for f in s["found"]]  # noqa: E731
+    assert strip(resumed) == strip(whole)
+    assert (tmp_path / "killed" / "trajectory.csv").read_text() == (tmp_path / "whole" / "trajectory.csv").read_text()
+
+
+def test_run_command_end_to_end_on_a_reduced_setting(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--epochs", "1", "--retrain-epochs", "1", "--targets", "0.5", "--groups", "4",
+                 "--threads", "1", "--out", str(out), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    (row,) = result["targets"]
+    assert row["flops"] <= row["target_flops"]
+    assert 0 <= row["accuracy"] <= 1 and 0 <= row["uniform_accuracy"] <= 1
+    report = (out / "report.md").read_text()
+    assert "| target | FLOPs |" in report and row["target"] in report
+    assert main(["run", "--out", str(out)]) == 2  # a finished run is never overwritten
