@@ -129,3 +129,12 @@ def test_a_real_process_prints_no_traceback():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: unknown model")
+
+
+def test_cli_reference_in_docs_is_current():
+    from pathlib import Path
+
+    from widthsearch.cli.reference import cli_reference
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    assert doc.read_text() == cli_reference(), "regenerate: python -m widthsearch.cli.reference > docs/cli.md"
