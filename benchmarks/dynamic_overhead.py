@@ -3,8 +3,9 @@ static net of the same widths), forward + backward on CPU, measured side by side
 
     python benchmarks/dynamic_overhead.py [--repeats 20] [--batch 64] [--threads 2]
 
-Runs are interleaved (dynamic, export, hand-written, dynamic, ...) so that machine noise hits all
-three alike; each reported number is the ratio of median step times. Goal: dynamic / export <= 1.10,
+Runs are interleaved (each round times dynamic, export and hand-written once, in a shuffled order)
+so that machine noise hits all three alike; each reported ratio is the median over rounds of the
+ratio within a round (a paired comparison, robust to drift in machine load). Goal: dynamic / export <= 1.10,
 export / hand-written = 1.00 +- 0.05.
 """
 from __future__ import annotations
@@ -59,17 +60,23 @@ def measure(name: str, groups: int, side: int, label: str, config_of, repeats: i
     for _ in range(3):  # warm-up
         for m in models.values():
             step_time(m, x, y)
+    order = list(models)
+    shuffler = random.Random(0)
     for _ in range(repeats):
-        for key, m in models.items():
-            times[key].append(step_time(m, x, y))
+        shuffler.shuffle(order)
+        for key in order:
+            times[key].append(step_time(models[key], x, y))
     med = {k: statistics.median(v) for k, v in times.items()}
-    row = {
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(ta / tb for ta, tb in zip(times[a], times[b]))
+
+    return {
         "model": name, "config": label, "flops_M": net.cost(config).flops / 1e6,
         "dynamic_ms": med["dynamic"] * 1e3, "export_ms": med["export"] * 1e3,
-        "dyn/export": med["dynamic"] / med["export"],
-        "export/hand": med["export"] / med["hand"] if "hand" in med else None,
+        "dyn/export": paired("dynamic", "export"),
+        "export/hand": paired("export", "hand") if "hand" in times else None,
     }
-    return row
 
 
 def main() -> None:
