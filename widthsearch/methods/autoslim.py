@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -86,10 +87,10 @@ def greedy_search(
     out = Path(out_dir)
     state_path = out / STATE_FILE
     state = None
-    if resume:
-        if not state_path.is_file():
-            raise UserError(f"nothing to resume: {state_path} does not exist")
+    if resume and state_path.is_file():
         state = json.loads(state_path.read_text())
+    elif resume:  # killed before its first step: nothing was lost, start over
+        print(f"note: no saved search in {out}; starting from scratch", file=sys.stderr)
     elif state_path.exists():
         raise UserError(f"{out} already holds a search ({STATE_FILE}); use --resume to continue or another --out")
     out.mkdir(parents=True, exist_ok=True)
