@@ -8,9 +8,7 @@ killed scoring run resumes where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -37,11 +35,9 @@ def stratified_keys(bench: Any, count: int, seed: int = 0) -> List[str]:
 
 
 def _save(path: Path, scores: Dict[str, float], meta: Dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"meta": meta, "scores": scores}, handle)
-    os.replace(tmp, path)
+    from widthsearch.training.loop import write_json_atomic
+
+    write_json_atomic(path, {"meta": meta, "scores": scores})
 
 
 def score_with_supernet(

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -24,6 +22,7 @@ from widthsearch.search import cost_fns, greedy_slim, parse_budget
 from widthsearch.space import Supernet
 from widthsearch.space.config import save_config
 from widthsearch.space.units import format_count
+from widthsearch.training.loop import write_json_atomic
 
 METRICS = ("flops", "params", "latency_ms")
 STATE_FILE = "search_state.json"
@@ -59,13 +58,6 @@ def latency_cost(net: Supernet, input_shape: Sequence[int], runs: int = 10) -> C
         return cache[key]
 
     return latency
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(obj, handle)
-    os.replace(tmp, path)
 
 
 def greedy_search(
@@ -113,7 +105,7 @@ def greedy_search(
         bar = tqdm(total=total, desc="greedy slimming", unit="step", leave=False)
 
     def on_step(st: dict) -> None:
-        _write_json_atomic(state_path, st)
+        write_json_atomic(state_path, st)
         if bar is not None:
             last = st["trajectory"][-1]
             bar.n = st["step"]
@@ -124,7 +116,7 @@ def greedy_search(
     finally:
         if bar is not None:
             bar.close()
-    _write_json_atomic(state_path, result.state)
+    write_json_atomic(state_path, result.state)
     return write_results(net, result.found, result.trajectory, result.evaluations, out, meta)
 
 
@@ -161,7 +153,7 @@ def write_results(net: Supernet, found: Sequence[Mapping], trajectory: Sequence[
         "found": entries, "evaluations": evaluations, "steps": len(trajectory) - 1,
         "trajectory": str(out / "trajectory.csv"), "plots": [str(out / "trajectory.png"), str(out / "widths.png")],
     }
-    _write_json_atomic(out / "search.json", summary)
+    write_json_atomic(out / "search.json", summary)
     return summary
 
 
