@@ -45,7 +45,7 @@ SUPERNET_DEFAULTS: dict[str, Any] = {
 
 CHECKPOINT_NAME = "supernet.pt"
 #: held-out images scoring the max/min configs after every epoch (a progress signal, not a result)
-EPOCH_EVAL_IMAGES = 5000
+EPOCH_EVAL_IMAGES = 2000
 
 
 def build_for_data(model_name: str, data: Dataset, width_mult: float) -> tuple[nn.Module, dict]:
