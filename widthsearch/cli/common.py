@@ -26,6 +26,8 @@ def add_space_arguments(parser: argparse.ArgumentParser, default_groups: int = 1
         help=f"G evenly spaced widths per unit (default {default_groups}; AutoSlim uses 10-12)",
     )
     parser.add_argument("--divisor", type=int, default=None, metavar="D", help="widths are multiples of D instead")
+    parser.add_argument("--round-to", type=int, default=None, metavar="R",
+                        help="round each of the G group widths to a multiple of R (the full width stays)")
 
 
 def build_model_and_input(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, tuple[int, ...]]:
@@ -43,7 +45,7 @@ def build_model_and_input(args: argparse.Namespace) -> tuple[nn.Module, torch.Te
 def build_space(model: nn.Module, example: torch.Tensor, args: argparse.Namespace) -> ChannelSpace:
     if args.groups is not None and args.groups < 1:
         raise UserError(f"--groups must be a positive integer, got {args.groups}")
-    return ChannelSpace.from_model(model, example, groups=args.groups, divisor=args.divisor)
+    return ChannelSpace.from_model(model, example, groups=args.groups, divisor=args.divisor, round_to=args.round_to)
 
 
 def existing_file(path: str | Path, what: str) -> Path:
