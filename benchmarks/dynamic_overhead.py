@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--models", default=",".join(c[0] for c in CASES), help="comma-separated subset of the cases")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -96,7 +97,8 @@ def main() -> None:
           f"batch {args.batch} repeats {args.repeats}")
     print("| model | config | MFLOPs | dynamic ms | export ms | dynamic/export | export/hand-written |")
     print("|---|---|---|---|---|---|---|")
-    for name, groups, side in CASES:
+    wanted = set(args.models.split(","))
+    for name, groups, side in [c for c in CASES if c[0] in wanted]:
         for label, config_of in configs.items():
             r = measure(name, groups, side, label, config_of, args.repeats, args.batch)
             hand = f"{r['export/hand']:.3f}" if r["export/hand"] is not None else "-"
