@@ -21,13 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"widthsearch.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command still being written is simply absent
-            if exc.name == f"widthsearch.cli.{name}":
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(f"widthsearch.cli.{name}").register(sub)
     return parser
 
 
