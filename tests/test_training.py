@@ -158,6 +158,7 @@ def test_sandwich_step_accumulates_label_and_distillation_gradients():
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     args = {**FAST, "data": "digits", "epochs": 3}
     full = train_supernet(args, tmp_path / "full")
+    assert full["complete"] and full["epochs_done"] == 3
     part = train_supernet(args, tmp_path / "part", stop_after=1)
     assert part["epochs_done"] == 1 and not part["complete"]
     resumed = train_supernet({"epochs": 3}, tmp_path / "part", resume=True)

@@ -15,7 +15,6 @@ from widthsearch.space.dynamic import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
     DynamicConv2d,
-    DynamicLinear,
     Selection,
     make_dynamic,
     static_copy,
