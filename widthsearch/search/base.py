@@ -11,6 +11,7 @@ Channel-Bench-Macro (the evaluator reads the trained accuracy).
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 import re
@@ -342,6 +343,17 @@ def check_state_constraint(params: Mapping[str, Any], constraint: Constraint) ->
             f"saved state was made with budget {params['budget']:.6g} (lower {params['lower']}), "
             f"not {constraint.budget:.6g} (lower {constraint.lower})"
         )
+
+
+def restore_state(state: Mapping[str, Any], algorithm: str, what: str, g: "Genome",
+                  constraint: Constraint) -> Dict[str, Any]:
+    """A private copy of a saved ``algorithm`` state, checked against the space and the constraint."""
+    st = copy.deepcopy(dict(state))
+    if st.get("algorithm") != algorithm:
+        raise UserError(f"saved state is not a{'n' if what[0] in 'aeiou' else ''} {what} state")
+    g.check_state_units(st)
+    check_state_constraint(st["params"], constraint)
+    return st
 
 
 def empty_feasible_error(constraint: Constraint, tries: int) -> UserError:

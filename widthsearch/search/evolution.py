@@ -28,7 +28,7 @@ from widthsearch.errors import UserError
 from widthsearch.search.base import (
     STATE_VERSION,
     Constraint,
-    check_state_constraint,
+    restore_state,
     Evaluator,
     FeasibilityCache,
     Genome,
@@ -119,12 +119,8 @@ def evolution_search(
             "stop_reason": None,
         }
     else:
-        st = copy.deepcopy(dict(state))
-        if st.get("algorithm") != "evolution":
-            raise UserError("saved state is not an evolution-search state")
-        g.check_state_units(st)
+        st = restore_state(state, "evolution", "evolution-search", g, constraint)
         params = st["params"]
-        check_state_constraint(params, constraint)
 
     probs = normalise_prior(g, st["prior"])
     feasible = FeasibilityCache(g, constraint)

@@ -19,7 +19,7 @@ from widthsearch.search.base import (
     FeasibilityCache,
     Genome,
     SearchResult,
-    check_state_constraint,
+    restore_state,
     draw_genome,
     empty_feasible_error,
     genome,
@@ -72,11 +72,7 @@ def random_search(
             "stop_reason": None,
         }
     else:
-        st = copy.deepcopy(dict(state))
-        if st.get("algorithm") != "random":
-            raise UserError("saved state is not a random-search state")
-        g.check_state_units(st)
-        check_state_constraint(st["params"], constraint)
+        st = restore_state(state, "random", "random-search", g, constraint)
 
     params = st["params"]
     probs = normalise_prior(g, st["prior"])
