@@ -16,7 +16,7 @@ import math
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from widthsearch.errors import ConfigError, UserError
 
@@ -354,6 +354,42 @@ def restore_state(state: Mapping[str, Any], algorithm: str, what: str, g: "Genom
     g.check_state_units(st)
     check_state_constraint(st["params"], constraint)
     return st
+
+
+def new_state(algorithm: str, g: "Genome", params: Dict[str, Any],
+              prior: Optional[Mapping[str, Sequence[float]]], **extra: Any) -> Dict[str, Any]:
+    """The JSON-serialisable starting state of a sampling search (evolution, random).
+
+    ``params`` must hold ``seed``; ``extra`` adds algorithm-specific fields."""
+    return {
+        "algorithm": algorithm,
+        "version": STATE_VERSION,
+        "units": g.state_units(),
+        "params": params,
+        "prior": None if not prior else {k: list(map(float, v)) for k, v in prior.items()},
+        **extra,
+        "rng": rng_state(random.Random(int(params["seed"]))),
+        "history": [],
+        "done": False,
+        "stop_reason": None,
+    }
+
+
+class SearchRuntime(NamedTuple):
+    """What a sampling search rebuilds from its state each time it starts or resumes."""
+
+    probs: Optional[List[List[float]]]
+    feasible: FeasibilityCache
+    rng: random.Random
+    seen: Set[Tuple[int, ...]]
+
+
+def search_runtime(g: "Genome", st: Mapping[str, Any], constraint: Constraint) -> SearchRuntime:
+    """Prior, memoised feasibility, the random stream and every genome already scored or queued."""
+    seen = {g.genes_from_channels(ch) for ch, _ in st["history"]}
+    seen.update(g.genes_from_channels(ch) for ch in st.get("pending", []))
+    return SearchRuntime(normalise_prior(g, st["prior"]), FeasibilityCache(g, constraint),
+                         rng_from_state(st["rng"]), seen)
 
 
 def empty_feasible_error(constraint: Constraint, tries: int) -> UserError:

@@ -26,9 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 
 from widthsearch.errors import UserError
 from widthsearch.search.base import (
-    STATE_VERSION,
     Constraint,
-    restore_state,
     Evaluator,
     FeasibilityCache,
     Genome,
@@ -37,10 +35,11 @@ from widthsearch.search.base import (
     draw_genome,
     empty_feasible_error,
     genome,
-    normalise_prior,
-    rng_from_state,
+    new_state,
+    restore_state,
     rng_state,
     score_order,
+    search_runtime,
 )
 
 # Defaults.  Structure and p_mut follow BCNetV2's searcher (population 50, top-k 10, 25
@@ -104,29 +103,12 @@ def evolution_search(
         }
         _check_params(params)
         init = [list(g.channels(g.genes(c))) for c in (initial_population or [])]
-        st: Dict[str, Any] = {
-            "algorithm": "evolution",
-            "version": STATE_VERSION,
-            "units": g.state_units(),
-            "params": params,
-            "prior": None if not prior else {k: list(map(float, v)) for k, v in prior.items()},
-            "initial_population": init,
-            "generation": 0,
-            "rng": rng_state(random.Random(int(seed))),
-            "history": [],
-            "pending": [],
-            "done": False,
-            "stop_reason": None,
-        }
+        st = new_state("evolution", g, params, prior, initial_population=init, generation=0, pending=[])
     else:
         st = restore_state(state, "evolution", "evolution-search", g, constraint)
         params = st["params"]
 
-    probs = normalise_prior(g, st["prior"])
-    feasible = FeasibilityCache(g, constraint)
-    rng = rng_from_state(st["rng"])
-    seen: Set[Tuple[int, ...]] = {g.genes_from_channels(ch) for ch, _ in st["history"]}
-    seen.update(g.genes_from_channels(ch) for ch in st["pending"])
+    probs, feasible, rng, seen = search_runtime(g, st, constraint)
     max_ev = params["max_evals"]
 
     while not st["done"]:

@@ -8,25 +8,22 @@ the other searches: ``on_step(state)`` after every evaluation, ``state=`` to con
 from __future__ import annotations
 
 import copy
-import random
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from widthsearch.errors import UserError
 from widthsearch.search.base import (
-    STATE_VERSION,
     Constraint,
     Evaluator,
-    FeasibilityCache,
     Genome,
     SearchResult,
-    restore_state,
     draw_genome,
     empty_feasible_error,
     genome,
-    normalise_prior,
-    rng_from_state,
+    new_state,
+    restore_state,
     rng_state,
     score_order,
+    search_runtime,
 )
 
 
@@ -54,31 +51,19 @@ def random_search(
             raise UserError("max_evals must be at least 1")
         if int(max_tries) < 1:
             raise UserError("max_tries must be at least 1")
-        st: Dict[str, Any] = {
-            "algorithm": "random",
-            "version": STATE_VERSION,
-            "units": g.state_units(),
-            "params": {
-                "max_evals": int(max_evals),
-                "seed": int(seed),
-                "max_tries": int(max_tries),
-                "budget": float(constraint.budget),
-                "lower": float(constraint.lower),
-            },
-            "prior": None if not prior else {k: list(map(float, v)) for k, v in prior.items()},
-            "rng": rng_state(random.Random(int(seed))),
-            "history": [],
-            "done": False,
-            "stop_reason": None,
+        params = {
+            "max_evals": int(max_evals),
+            "seed": int(seed),
+            "max_tries": int(max_tries),
+            "budget": float(constraint.budget),
+            "lower": float(constraint.lower),
         }
+        st = new_state("random", g, params, prior)
     else:
         st = restore_state(state, "random", "random-search", g, constraint)
+        params = st["params"]
 
-    params = st["params"]
-    probs = normalise_prior(g, st["prior"])
-    feasible = FeasibilityCache(g, constraint)
-    rng = rng_from_state(st["rng"])
-    seen: Set[Tuple[int, ...]] = {g.genes_from_channels(ch) for ch, _ in st["history"]}
+    probs, feasible, rng, seen = search_runtime(g, st, constraint)
 
     while not st["done"]:
         if len(st["history"]) >= params["max_evals"]:
