@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from widthsearch.cli.main import print_json
 from widthsearch.data import DATA_HELP
@@ -53,10 +52,12 @@ def is_main_process() -> bool:
 
 
 def reporting(args: argparse.Namespace):
-    """(progress bar?, per-epoch echo) for human output; nothing with --json."""
+    """(per-step progress?, per-epoch echo) for human output; nothing with --json.
+
+    Per-step progress is a bar on a terminal and a line a minute otherwise (see ``StepProgress``)."""
     if args.json:
         return False, None
-    return sys.stderr.isatty(), (lambda line: print(line, flush=True))
+    return True, (lambda line: print(line, flush=True))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
