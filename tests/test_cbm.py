@@ -154,6 +154,10 @@ def test_score_correlation(fake_benches):
         assert everything["picks"][pct]["rank_feasible"] == 1
     with pytest.raises(UserError):
         mb.score_correlation({"9999999": 1.0})
+    # the FLOPs bar of a sample is measured on that sample; on all archs it is the figure above
+    assert mb.flops_baseline(t.keys)["kendall"] == pytest.approx(0.546, abs=1e-3)
+    sample = mb.flops_baseline(t.keys[:200])
+    assert sample["count"] == 200 and sample["no1"]["count"] == sum("1" not in k for k in t.keys[:200])
 
 
 # ----------------------------------------------------------------------------- the core's space

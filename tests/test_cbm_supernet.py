@@ -34,6 +34,27 @@ def test_supernet_scores_are_correlated_and_resumable(cbm_supernet, tmp_path, ca
     assert json.loads(capsys.readouterr().out)["kendall"] == result["kendall"]
     assert json.loads(scores_file.read_text())["scores"] == saved["scores"]
     assert scores_file.stat().st_mtime_ns >= before
+    # the same pass recorded each arch's cross-entropy, and FLOPs alone on the same archs is reported
+    assert set(saved["loss"]) == set(saved["scores"]) and all(v > 0 for v in saved["loss"].values())
+    assert result["flops_proxy"]["count"] == 5 and -1 <= result["flops_proxy"]["kendall"] <= 1
+
+
+def test_loss_metric_and_scores_file_reuse_the_recorded_pass(cbm_supernet, tmp_path, capsys):
+    tables = shared_path("channel_bench_macro")
+    scores_file = tmp_path / "scores.json"
+    common = ["bench", "cbm", "--space", "mobilenet", "--tables", str(tables), "--json"]
+    assert main([*common, "--supernet", str(cbm_supernet), "--sample", "6", "--eval-images", "8",
+                 "--calib-images", "16", "--scores-out", str(scores_file), "--metric", "loss"]) == 0
+    by_loss = json.loads(capsys.readouterr().out)
+    saved = json.loads(scores_file.read_text())
+    # the scores file written by --supernet is itself a valid --scores input, for either metric
+    assert main([*common, "--scores", str(scores_file), "--metric", "loss"]) == 0
+    assert json.loads(capsys.readouterr().out)["kendall"] == by_loss["kendall"]
+    assert main([*common, "--scores", str(scores_file)]) == 0
+    by_acc = json.loads(capsys.readouterr().out)
+    assert by_acc["count"] == 6 and by_acc["picks"]["50%"]["score"] in saved["scores"].values()
+    # the loss pick's score is a negative cross-entropy from the file
+    assert -by_loss["picks"]["50%"]["score"] in saved["loss"].values()
 
 
 def test_scoring_the_wrong_space_is_a_user_error(cbm_supernet, capsys):

@@ -266,6 +266,14 @@ def test_calibrated_export_scores_what_the_evaluator_predicts(trained_digits):
     net.model.load_state_dict(state)
     net.set_config(net.space.max_config())
     assert evaluate(static, data.heldout.x, data.heldout.y) == pytest.approx(score)
+    # the loss metric is minus the exported net's mean cross-entropy on the same images
+    neg_loss = make_supernet_evaluator(net, data.heldout.x, data.heldout.y, calib_batches=calib, metric="loss")(cfg)
+    static.eval()
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(static(data.heldout.x), data.heldout.y).item()
+    assert neg_loss == pytest.approx(-expected, rel=1e-4)
+    with pytest.raises(UserError):
+        make_supernet_evaluator(net, data.heldout.x, data.heldout.y, calib_batches=calib, metric="top5")
 
 
 # --- distributed -----------------------------------------------------------------------------------------
@@ -370,3 +378,15 @@ def test_train_searched_config_and_uniform_baseline(tmp_path):
         train_network({"data": "fake:300"}, tmp_path / "x", channels=tmp_path / "missing.yaml")
     with pytest.raises(UserError, match="written for model"):
         train_network({"data": "fake:300", "model": "resnet20"}, tmp_path / "y", channels=path)
+
+
+def test_step_progress_prints_plain_lines_off_a_terminal(capsys):
+    from widthsearch.training.loop import StepProgress
+
+    progress = StepProgress(3, "epoch 1/2", interval=0.0)
+    for loss in (2.0, 1.5, 1.25):
+        progress.step(loss)
+    progress.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and "\r" not in "".join(lines)
+    assert lines[-1].startswith("epoch 1/2: step 3/3, loss 1.250")

@@ -381,6 +381,13 @@ class CBMBench:
         }
 
     # ---- scoring a proxy (supernet scores, FLOPs, ...) ------------------------------
+    def flops_baseline(self, keys: Sequence[str]) -> Dict[str, Any]:
+        """Kendall & co. of FLOPs alone on the same ``keys``: the bar a scorer of a sample must clear
+        (the all-archs figure does not apply to a FLOPs-stratified sample)."""
+        flops = {k: float(self.table.flops[self.table.index[k]]) for k in keys}
+        found = self.score_correlation(flops, budgets=())
+        return {k: found[k] for k in ("count", "kendall", "spearman", "pearson", "no1")}
+
     def score_correlation(
         self, scores: Mapping[str, float], budgets: Sequence[float] = DEFAULT_BUDGETS
     ) -> Dict[str, Any]:
@@ -496,9 +503,24 @@ def topk_overlap(scores: Sequence[float], truth: Sequence[float], k: int) -> int
     return len(a & b)
 
 
-def load_scores(path: Any) -> Dict[str, float]:
-    """Read scores: a JSON object ``{key: score}`` or a CSV with rows ``key,score``
-    (an optional header row is skipped)."""
+def _unwrap_supernet_scores(raw: Any, metric: str, path: Path) -> Any:
+    """``{key: score}`` from a ``--supernet`` scores file; any other JSON is returned unchanged."""
+    if not (isinstance(raw, dict) and isinstance(raw.get("meta"), dict) and isinstance(raw.get("scores"), dict)):
+        return raw
+    if metric == "accuracy":
+        return raw["scores"]
+    if metric == "loss":
+        loss = raw.get("loss")
+        if not isinstance(loss, dict) or not loss:
+            raise UserError(f"{path} records no cross-entropy; rescore with --supernet to get it")
+        return {k: -v if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in loss.items()}
+    raise UserError(f"metric must be accuracy or loss, got {metric!r}")
+
+
+def load_scores(path: Any, metric: str = "accuracy") -> Dict[str, float]:
+    """Read scores: a JSON object ``{key: score}``, a CSV with rows ``key,score`` (an optional
+    header row is skipped), or the ``cbm_scores.json`` that ``--supernet`` writes (its accuracy,
+    or its negative cross-entropy with ``metric="loss"``)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"scores file {p} not found")
@@ -513,6 +535,7 @@ def load_scores(path: Any) -> Dict[str, float]:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise UserError(f"{p}: invalid JSON ({exc})") from None
+        raw = _unwrap_supernet_scores(raw, metric, p)
         for k, v in raw.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise UserError(f"{p}: score of {k!r} is not a number")

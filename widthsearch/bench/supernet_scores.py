@@ -34,10 +34,27 @@ def stratified_keys(bench: Any, count: int, seed: int = 0) -> List[str]:
     return chosen
 
 
-def _save(path: Path, scores: Dict[str, float], meta: Dict[str, Any]) -> None:
+def _save(path: Path, meta: Dict[str, Any], accuracy: Dict[str, float], loss: Dict[str, float]) -> None:
     from widthsearch.training.loop import write_json_atomic
 
-    write_json_atomic(path, {"meta": meta, "scores": scores})
+    write_json_atomic(path, {"meta": meta, "scores": accuracy, "loss": loss})
+
+
+def _load_saved(path: Path, header: Dict[str, Any]) -> tuple[Dict[str, float], Dict[str, float]]:
+    """(accuracy, loss) per key already scored in ``path`` with the same checkpoint and setting."""
+    if not path.is_file():
+        return {}, {}
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is not a scores file written by widthsearch ({e}); choose another --scores-out")
+    if not isinstance(saved, dict) or saved.get("meta") != header:
+        raise UserError(f"{path} holds scores of another checkpoint or setting; choose another --scores-out")
+    accuracy = {k: float(v) for k, v in saved.get("scores", {}).items()}
+    loss = {k: float(v) for k, v in saved.get("loss", {}).items()}
+    # a key counts as done only with both numbers (files from before the loss was recorded lack it)
+    done = accuracy.keys() & loss.keys()
+    return {k: accuracy[k] for k in done}, {k: loss[k] for k in done}
 
 
 def score_with_supernet(
@@ -49,18 +66,23 @@ def score_with_supernet(
     bn: str = "calibrate",
     eval_images: int = 2000,
     calib_images: int = 2048,
+    metric: str = "accuracy",
     progress: bool = True,
 ) -> Dict[str, float]:
-    """Held-out accuracy (%) of each key's sub-network of the supernet at ``checkpoint``.
+    """Score of each key's sub-network of the supernet at ``checkpoint``: held-out accuracy (%) or,
+    with ``metric="loss"``, the negative mean cross-entropy.
 
-    Resumes from ``out`` when it holds scores of the same checkpoint.
+    Both numbers are measured in the same pass and written to ``out`` (``"scores"``: accuracy,
+    ``"loss"``: cross-entropy), so switching the metric later costs nothing. Resumes from ``out``
+    when it holds scores of the same checkpoint and setting.
     """
-    from widthsearch.cli.search import supernet_evaluator
+    from widthsearch.bench.cbm import MODEL_NAMES
+    from widthsearch.cli.search import heldout_eval_set
+    from widthsearch.training.evaluate import metric_score, supernet_metrics
     from widthsearch.training.supernet import load_supernet
 
+    metric_score({"accuracy": 0.0, "loss": 0.0}, metric)  # an unknown metric fails before any work
     net, meta = load_supernet(checkpoint)
-    from widthsearch.bench.cbm import MODEL_NAMES
-
     expected = bench.space
     if [u.name for u in net.space.units] != [u.name for u in expected.units] or [
         u.choices for u in net.space.units
@@ -72,26 +94,24 @@ def score_with_supernet(
     out = Path(out)
     header = {"checkpoint": str(checkpoint), "bn": bn, "eval_images": eval_images, "calib_images": calib_images,
               "space": bench.name}
-    scores: Dict[str, float] = {}
-    if out.is_file():
-        saved = json.loads(out.read_text())
-        if saved.get("meta") != header:
-            raise UserError(f"{out} holds scores of another checkpoint or setting; choose another --scores-out")
-        scores = {k: float(v) for k, v in saved["scores"].items()}
-    evaluator, _ = supernet_evaluator(net, meta, bn, eval_images, calib_images)
-    todo = [k for k in keys if k not in scores]
+    accuracy, loss = _load_saved(out, header)
+    x, y, calib, _ = heldout_eval_set(meta, bn, eval_images, calib_images)
+    todo = [k for k in keys if k not in accuracy]
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="scoring archs", unit="arch")
     for i, key in enumerate(todo):
-        scores[key] = 100.0 * float(evaluator(bench.key_to_config(key)))
+        found = supernet_metrics(net, bench.key_to_config(key), x, y, bn=bn, calib=calib, batch_size=len(y))
+        accuracy[key], loss[key] = 100.0 * found["accuracy"], found["loss"]
         if bar is not None:
             bar.update(1)
-        if i % 10 == 9 or i == len(todo) - 1:
-            _save(out, scores, header)
+        if i % 10 == 9:
+            _save(out, header, accuracy, loss)
     if bar is not None:
         bar.close()
-    _save(out, scores, header)
-    return {k: scores[k] for k in keys}
+    _save(out, header, accuracy, loss)
+    if metric == "accuracy":
+        return {k: accuracy[k] for k in keys}
+    return {k: -loss[k] for k in keys}

@@ -59,6 +59,9 @@ def register(subparsers: Any) -> None:
                    help="with --supernet: held-out images per architecture (default 2000)")
     p.add_argument("--calib-images", type=int, default=2048, metavar="N",
                    help="with --supernet: training images recalibrating BN for each architecture (default 2048)")
+    p.add_argument("--metric", choices=("accuracy", "loss"), default="accuracy",
+                   help="with --supernet (or its scores file as --scores): rank by held-out accuracy (default) or "
+                   "by negative cross-entropy, which is less noisy on few images; both are recorded")
     p.add_argument("--report", metavar="DIR", help="write report.md and a PNG per space to DIR")
     p.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per algorithm in --report (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -75,7 +78,7 @@ def _score_source(args: argparse.Namespace, bench: Any) -> Optional[Dict[str, fl
     if args.scores and args.supernet:
         raise UserError("give --scores or --supernet, not both")
     if args.scores:
-        return load_scores(args.scores)
+        return load_scores(args.scores, args.metric)
     if args.supernet:
         from pathlib import Path
 
@@ -85,7 +88,7 @@ def _score_source(args: argparse.Namespace, bench: Any) -> Optional[Dict[str, fl
         ckpt = Path(args.supernet)
         out = args.scores_out or (ckpt if ckpt.is_dir() else ckpt.parent) / "cbm_scores.json"
         return score_with_supernet(ckpt, bench, keys, out, eval_images=args.eval_images,
-                                   calib_images=args.calib_images, progress=not args.json)
+                                   calib_images=args.calib_images, metric=args.metric, progress=not args.json)
     return None
 
 
@@ -148,7 +151,12 @@ def run_cbm(args: argparse.Namespace) -> int:
         for k in ("count", "kendall", "spearman", "pearson", "no1", "top10_overlap", "top1pct_k",
                   "top1pct_overlap", "picks"):
             result[k] = s[k]
+        base = bench.flops_baseline(list(scores))
+        result["flops_proxy"] = base
         text.append(_format_scores(s))
+        text.append(f"  FLOPs alone on the same archs: Kendall {_fmt(base['kendall'])}  Spearman "
+                    f"{_fmt(base['spearman'])}  Pearson {_fmt(base['pearson'])}  (without digit 1: Kendall "
+                    f"{_fmt(base['no1']['kendall'])})")
 
     if args.report:
         spaces = [args.space] if args.space else list(cbm.SPACES)

@@ -7,6 +7,7 @@ from widthsearch.training.evaluate import (
     make_supernet_evaluator,
     preserve_bn_state,
     supernet_accuracy,
+    supernet_metrics,
 )
 from widthsearch.training.losses import label_loss, soft_cross_entropy, teacher_probs
 from widthsearch.training.sampling import STRATEGIES, SandwichStrategy, get_strategy, sandwich_configs
@@ -33,6 +34,7 @@ __all__ = [
     "sandwich_step",
     "soft_cross_entropy",
     "supernet_accuracy",
+    "supernet_metrics",
     "teacher_probs",
     "train_network",
     "train_supernet",

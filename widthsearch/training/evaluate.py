@@ -14,6 +14,10 @@ statistics were accumulated over a mixture of widths during training and fit non
     needed, but the score depends on the batch (keep batches large, >= ~1k images).
 
 Both leave the supernet's BN buffers as they found them.
+
+A configuration's score is its top-1 accuracy (``metric="accuracy"``) or its negative mean
+cross-entropy (``metric="loss"``): the loss moves with every image's confidence, not only with
+argmax flips, so on a small evaluation set it ranks configurations with less noise.
 """
 
 from __future__ import annotations
@@ -32,13 +36,19 @@ __all__ = [
     "make_supernet_evaluator",
     "evaluator_for_data",
     "supernet_accuracy",
+    "supernet_metrics",
+    "metric_score",
     "calibration_batches",
+    "METRICS",
     "preserve_bn_state",
     "DEFAULT_CALIB_IMAGES",
 ]
 
 #: images used for BN calibration by default (US-Nets use a few thousand training images)
 DEFAULT_CALIB_IMAGES = 2048
+
+#: what an evaluator can return for a configuration (higher is better for both)
+METRICS = ("accuracy", "loss")
 
 
 def _module(model_or_net) -> nn.Module:
@@ -74,16 +84,19 @@ def _chunks(n: int, batch_size: int | None) -> Iterator[tuple[int, int]]:
 
 
 @torch.no_grad()
-def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None) -> int:
+def _tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None) -> tuple[int, float]:
+    """(correct predictions, summed cross-entropy) of ``model`` over ``(x, y)``."""
     device, fmt = _device(model), _memory_format(model)
-    correct = 0
+    correct, loss_sum = 0, 0.0
     for a, b in _chunks(len(y), batch_size):
         xb = x[a:b].to(device, non_blocking=True)
         if xb.dim() == 4:
             xb = xb.contiguous(memory_format=fmt)
-        pred = model(xb).argmax(dim=1)
-        correct += int((pred.cpu() == y[a:b]).sum())
-    return correct
+        logits = model(xb).float()
+        yb = y[a:b].to(logits.device)
+        correct += int((logits.argmax(dim=1) == yb).sum())
+        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+    return correct, loss_sum
 
 
 @torch.no_grad()
@@ -98,7 +111,7 @@ def evaluate(model_or_net, x: Tensor, y: Tensor, batch_size: int | None = 1000) 
     was_training = model.training
     model.eval()
     try:
-        return _correct(model, x, y, batch_size) / len(y)
+        return _tally(model, x, y, batch_size)[0] / len(y)
     finally:
         model.train(was_training)
 
@@ -137,7 +150,12 @@ def calibration_batches(
     return [x[idx[a:b]] for a, b in _chunks(len(idx), batch_size)]
 
 
-def supernet_accuracy(
+def _check_bn_mode(bn: str) -> None:
+    if bn not in ("calibrate", "batch"):
+        raise UserError(f"bn mode must be 'calibrate' or 'batch', got {bn!r}")
+
+
+def supernet_metrics(
     net,
     config: Mapping[str, int],
     x: Tensor,
@@ -147,10 +165,12 @@ def supernet_accuracy(
     calib: Iterable[Tensor] | None = None,
     batch_size: int | None = None,
     align: str = "left",
-) -> float:
-    """Accuracy of ``net`` at ``config``; see the module docstring for ``bn``. Side-effect free."""
-    if bn not in ("calibrate", "batch"):
-        raise UserError(f"bn mode must be 'calibrate' or 'batch', got {bn!r}")
+) -> dict[str, float]:
+    """``{"accuracy": 0..1, "loss": mean cross-entropy}`` of ``net`` at ``config``, in one pass.
+
+    See the module docstring for ``bn``. Side-effect free.
+    """
+    _check_bn_mode(bn)
     if len(y) == 0:
         raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
     model = net.model
@@ -158,12 +178,24 @@ def supernet_accuracy(
         if bn == "calibrate":
             net.calibrate_bn(calib if calib is not None else calibration_batches(x), config)
             model.eval()
-            correct = _correct(model, x, y, batch_size or 1000)
+            correct, loss_sum = _tally(model, x, y, batch_size or 1000)
         else:
             model.eval()
             with net.batch_stats():
-                correct = _correct(model, x, y, batch_size or 5000)
-    return correct / len(y)
+                correct, loss_sum = _tally(model, x, y, batch_size or 5000)
+    return {"accuracy": correct / len(y), "loss": loss_sum / len(y)}
+
+
+def supernet_accuracy(net, config: Mapping[str, int], x: Tensor, y: Tensor, **kwargs) -> float:
+    """Accuracy (0..1) of ``net`` at ``config``; keywords as :func:`supernet_metrics`."""
+    return supernet_metrics(net, config, x, y, **kwargs)["accuracy"]
+
+
+def metric_score(metrics: Mapping[str, float], metric: str) -> float:
+    """The score (higher is better) that ``metric`` reads from :func:`supernet_metrics`' result."""
+    if metric not in METRICS:
+        raise UserError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    return metrics["accuracy"] if metric == "accuracy" else -metrics["loss"]
 
 
 def make_supernet_evaluator(
@@ -177,8 +209,11 @@ def make_supernet_evaluator(
     align: str = "left",
     num_calib_images: int = DEFAULT_CALIB_IMAGES,
     seed: int = 0,
+    metric: str = "accuracy",
 ) -> Callable[[Mapping[str, int]], float]:
-    """``evaluator(config) -> accuracy`` on the fixed set ``(x, y)``, for the greedy search.
+    """``evaluator(config) -> score`` on the fixed set ``(x, y)``, for the searches.
+
+    The score is the accuracy (0..1) or, with ``metric="loss"``, the negative mean cross-entropy.
 
     ``bn="calibrate"``: before each evaluation the BN statistics of the configuration are
     recomputed from ``calib_batches`` (a list of image batches, or one image tensor that is cut
@@ -187,8 +222,8 @@ def make_supernet_evaluator(
     (default: the whole set in chunks of at most 5000). The supernet's BN buffers, configuration
     and mode are unchanged afterwards.
     """
-    if bn not in ("calibrate", "batch"):
-        raise UserError(f"bn mode must be 'calibrate' or 'batch', got {bn!r}")
+    _check_bn_mode(bn)
+    metric_score({"accuracy": 0.0, "loss": 0.0}, metric)  # reject an unknown metric now, not per call
     if len(y) == 0:
         raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
     calib: list[Tensor] | None = None
@@ -203,9 +238,11 @@ def make_supernet_evaluator(
             raise UserError("no batches for BN calibration")
 
     def evaluator(config: Mapping[str, int]) -> float:
-        return supernet_accuracy(net, config, x, y, bn=bn, calib=calib, batch_size=batch_size, align=align)
+        found = supernet_metrics(net, config, x, y, bn=bn, calib=calib, batch_size=batch_size, align=align)
+        return metric_score(found, metric)
 
     evaluator.bn = bn  # type: ignore[attr-defined]
+    evaluator.metric = metric  # type: ignore[attr-defined]
     return evaluator
 
 
