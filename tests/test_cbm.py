@@ -205,3 +205,17 @@ def test_cli_scores_json(real_bench, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["count"] == 16384 and out["kendall"] == pytest.approx(0.426, abs=1e-3)
     assert set(out) >= {"spearman", "pearson", "no1", "top10_overlap", "top1pct_overlap", "picks"}
+
+
+def test_cli_scores_plot(real_bench, tmp_path, capsys):
+    t = real_bench.table
+    f = tmp_path / "scores.json"
+    f.write_text(json.dumps({k: float(m) for k, m in zip(t.keys[::300], t.mean[::300])}))
+    png = tmp_path / "figs" / "scores.png"
+    argv = ["bench", "cbm", "--space", "mobilenet", "--tables", str(tables_dir()), "--scores", str(f)]
+    assert main([*argv, "--plot", str(png), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out["kendall"] == pytest.approx(1.0) and out["flops_proxy"]["kendall"] < 1.0
+    assert main([*argv, "--plot", str(tmp_path / "scores.jpgx")]) == 2
+    assert "png" in capsys.readouterr().err

@@ -668,6 +668,39 @@ def plot_space(bench: "CBMBench", rows: Sequence[Mapping[str, Any]], path: Any) 
     fig.savefig(str(path))
 
 
+def plot_scores(bench: "CBMBench", scores: Mapping[str, float], path: Any, label: str = "score") -> Path:
+    """Two panels over the scored archs: the proxy's score vs the true accuracy, and FLOPs vs the
+    true accuracy (the bar the proxy must clear), each titled with its Kendall tau; colour = MFLOPs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    keys = list(scores)
+    rows = np.array([bench.table.index[k] for k in keys])
+    s = np.array([float(scores[k]) for k in keys])
+    truth, mflops = bench.table.mean[rows], bench.table.flops[rows] / 1e6
+    tau = correlations(s, truth)["kendall"]
+    tau_flops = correlations(mflops, truth)["kendall"]
+    fig = Figure(figsize=(10, 4.3), dpi=120)
+    FigureCanvasAgg(fig)
+    panels = ((s, label, tau), (mflops, "MFLOPs", tau_flops))
+    for i, (x, xlabel, t) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, 2, i)
+        dots = ax.scatter(x, truth, c=mflops, s=14, cmap="viridis", linewidths=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("CIFAR-10 top-1, table mean (%)")
+        ax.set_title(f"{xlabel}: Kendall tau {_fmt_tau(t)} ({len(keys)} archs)", fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.subplots_adjust(wspace=0.3)
+    fig.colorbar(dots, ax=fig.axes, label="MFLOPs")
+    fig.suptitle(f"Channel-Bench-Macro {bench.name}: a proxy's ranking vs the truth", fontsize=11)
+    fig.savefig(str(path))
+    return Path(path)
+
+
+def _fmt_tau(tau: Optional[float]) -> str:
+    return "n/a" if tau is None or not np.isfinite(tau) else f"{tau:.3f}"
+
+
 def write_report(
     out_dir: Any,
     spaces: Sequence[str] = SPACES,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 from typing import Any, Dict, Optional
 
 from widthsearch.errors import UserError
@@ -62,6 +63,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--metric", choices=("accuracy", "loss"), default="accuracy",
                    help="with --supernet (or its scores file as --scores): rank by held-out accuracy (default) or "
                    "by negative cross-entropy, which is less noisy on few images; both are recorded")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="with --scores/--supernet: scatter of the scores and of FLOPs against the true accuracy")
     p.add_argument("--report", metavar="DIR", help="write report.md and a PNG per space to DIR")
     p.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per algorithm in --report (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -80,8 +83,6 @@ def _score_source(args: argparse.Namespace, bench: Any) -> Optional[Dict[str, fl
     if args.scores:
         return load_scores(args.scores, args.metric)
     if args.supernet:
-        from pathlib import Path
-
         from widthsearch.bench.supernet_scores import score_with_supernet, stratified_keys
 
         keys = stratified_keys(bench, args.sample, args.seed)
@@ -101,6 +102,10 @@ def run_cbm(args: argparse.Namespace) -> int:
         raise UserError("--seeds must be at least 1")
     if args.lower is not None and not 0.0 <= args.lower <= 1.0:
         raise UserError("--lower must be a fraction in [0, 1]")
+    if args.plot and not (args.scores or args.supernet):
+        raise UserError("--plot draws scores: give it with --scores or --supernet")
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UserError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
     wants_space = args.verify_costs or args.algo or args.scores or args.supernet
     if wants_space and not args.space:
         raise UserError("--space is required (mobilenet or resnet)")
@@ -157,6 +162,12 @@ def run_cbm(args: argparse.Namespace) -> int:
         text.append(f"  FLOPs alone on the same archs: Kendall {_fmt(base['kendall'])}  Spearman "
                     f"{_fmt(base['spearman'])}  Pearson {_fmt(base['pearson'])}  (without digit 1: Kendall "
                     f"{_fmt(base['no1']['kendall'])})")
+        if args.plot:
+            label = "supernet " + ("accuracy (%)" if args.metric == "accuracy" else "-cross-entropy") \
+                if args.supernet else "score"
+            Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+            result["plot"] = str(cbm.plot_scores(bench, scores, args.plot, label))
+            text.append(f"  wrote {result['plot']}")
 
     if args.report:
         spaces = [args.space] if args.space else list(cbm.SPACES)
