@@ -380,13 +380,14 @@ def test_train_searched_config_and_uniform_baseline(tmp_path):
         train_network({"data": "fake:300", "model": "resnet20"}, tmp_path / "y", channels=path)
 
 
-def test_step_progress_prints_plain_lines_off_a_terminal(capsys):
-    from widthsearch.training.loop import StepProgress
+def test_progress_prints_plain_lines_off_a_terminal(capsys):
+    from widthsearch.progress import Progress
 
-    progress = StepProgress(3, "epoch 1/2", interval=0.0)
+    progress = Progress(4, "epoch 1/2", initial=1, interval=0.0)
     for loss in (2.0, 1.5, 1.25):
-        progress.step(loss)
+        progress.update(loss=loss)
     progress.close()
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3 and "\r" not in "".join(lines)
-    assert lines[-1].startswith("epoch 1/2: step 3/3, loss 1.250")
+    assert lines[0].startswith("epoch 1/2: 2/4 steps") and "min left" in lines[0]
+    assert lines[-1].startswith("epoch 1/2: 4/4 steps") and lines[-1].endswith("loss 1.25")

@@ -99,14 +99,14 @@ def score_with_supernet(
     todo = [k for k in keys if k not in accuracy]
     bar = None
     if progress:
-        from tqdm import tqdm
+        from widthsearch.progress import Progress
 
-        bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc="scoring archs", unit="arch")
+        bar = Progress(len(keys), "scoring archs", unit="arch", initial=len(keys) - len(todo))
     for i, key in enumerate(todo):
         found = supernet_metrics(net, bench.key_to_config(key), x, y, bn=bn, calib=calib, batch_size=len(y))
         accuracy[key], loss[key] = 100.0 * found["accuracy"], found["loss"]
         if bar is not None:
-            bar.update(1)
+            bar.update()
         if i % 10 == 9:
             _save(out, header, accuracy, loss)
     if bar is not None:

@@ -99,17 +99,15 @@ def greedy_search(
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from widthsearch.progress import Progress
 
-        total = sum(len(u.choices) - 1 for u in net.space.units)
-        bar = tqdm(total=total, desc="greedy slimming", unit="step", leave=False)
+        bar = Progress(sum(len(u.choices) - 1 for u in net.space.units), "greedy slimming")
 
     def on_step(st: dict) -> None:
         write_json_atomic(state_path, st)
         if bar is not None:
             last = st["trajectory"][-1]
-            bar.n = st["step"]
-            bar.set_postfix(flops=format_count(last["costs"]["flops"]), acc=f"{100 * last['score']:.1f}%")
+            bar.set(st["step"], flops=format_count(last["costs"]["flops"]), acc=f"{100 * last['score']:.1f}%")
 
     try:
         result = greedy_slim(net.space, evaluator, costs, numeric, state=state, on_step=on_step)

@@ -25,6 +25,7 @@ from torch import nn
 
 from widthsearch.data import BatchLoader, mix_seed
 from widthsearch.errors import UserError
+from widthsearch.progress import Progress
 from widthsearch.training.checkpoint import _file_mode, atomic_save, load_checkpoint, rng_state, set_rng_state
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.optim import WarmupCosine, build_optimizer
@@ -190,7 +191,7 @@ class EpochLoop:
             batches = self.loader
             bar = None
             if self.progress and ctx.is_main:
-                bar = StepProgress(self.steps_per_epoch, f"epoch {epoch + 1}/{args['epochs']}")
+                bar = Progress(self.steps_per_epoch, f"epoch {epoch + 1}/{args['epochs']}")
             for xb, yb in batches:
                 xb = xb.to(ctx.device, non_blocking=True)
                 yb = yb.to(ctx.device, non_blocking=True)
@@ -207,7 +208,7 @@ class EpochLoop:
                 correct += stats["correct"]
                 seen += len(yb)
                 if bar is not None:
-                    bar.step(losses[0])
+                    bar.update(loss=f"{losses[0]:.3f}")
             if bar is not None:
                 bar.close()
             if ctx.device.type == "cuda":
@@ -245,39 +246,6 @@ class EpochLoop:
                     self.echo(_format_row(row, args["epochs"]))
             ctx.barrier()
         return self.history
-
-
-class StepProgress:
-    """Per-step progress of one epoch: a tqdm bar on a terminal, else a plain line on stderr every
-    ``interval`` seconds (a background job's log shows where it is without carriage returns)."""
-
-    def __init__(self, total: int, desc: str, interval: float = 60.0) -> None:
-        self.total, self.desc, self.interval = total, desc, interval
-        self.done, self.start = 0, time.perf_counter()
-        self.last_line = self.start
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-    def step(self, loss: float) -> None:
-        self.done += 1
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{loss:.3f}")
-            return
-        now = time.perf_counter()
-        if now - self.last_line >= self.interval:
-            self.last_line = now
-            elapsed = now - self.start
-            left = elapsed / self.done * (self.total - self.done)
-            print(f"{self.desc}: step {self.done}/{self.total}, loss {loss:.3f}, {elapsed / 60:.1f} min elapsed, "
-                  f"~{left / 60:.1f} min left in the epoch", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _to_cpu(obj):

@@ -1,0 +1,55 @@
+"""Progress of long work: a tqdm bar on a terminal, plain lines in a log.
+
+Off a terminal (``nohup``, CI, a pipe) a bar writes carriage returns into the log and says
+nothing readable until the end; there we print one line every ``interval`` seconds instead, with
+the elapsed and the estimated remaining time.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+class Progress:
+    """``update``/``set`` a count out of ``total``; keyword arguments are shown as ``key=value``."""
+
+    def __init__(self, total: int, desc: str, unit: str = "step", initial: int = 0, interval: float = 60.0) -> None:
+        self.total, self.desc, self.unit, self.interval = int(total), desc, unit, float(interval)
+        self.done = self.start_count = int(initial)
+        self.start = self.last_line = time.perf_counter()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.done, desc=desc, unit=unit, leave=False,
+                            dynamic_ncols=True)
+
+    def update(self, n: int = 1, **info: Any) -> None:
+        self.set(self.done + n, **info)
+
+    def set(self, done: int, **info: Any) -> None:
+        self.done = int(done)
+        if self.bar is not None:
+            self.bar.n = self.done
+            if info:
+                self.bar.set_postfix(info, refresh=False)
+            self.bar.refresh()
+            return
+        now = time.perf_counter()
+        if now - self.last_line >= self.interval:
+            self.last_line = now
+            print(self._line(now, info), file=sys.stderr, flush=True)
+
+    def _line(self, now: float, info: dict) -> str:
+        elapsed = now - self.start
+        parts = [f"{self.desc}: {self.done}/{self.total} {self.unit}s", f"{elapsed / 60:.1f} min elapsed"]
+        made = self.done - self.start_count
+        if 0 < made and self.done < self.total:
+            parts.append(f"~{elapsed / made * (self.total - self.done) / 60:.1f} min left")
+        parts += [f"{k} {v}" for k, v in info.items()]
+        return ", ".join(parts)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
