@@ -54,7 +54,7 @@ def is_main_process() -> bool:
 def reporting(args: argparse.Namespace):
     """(per-step progress?, per-epoch echo) for human output; nothing with --json.
 
-    Per-step progress is a bar on a terminal and a line a minute otherwise (see ``StepProgress``)."""
+    Per-step progress is a bar on a terminal and a line a minute otherwise (see ``widthsearch.progress.Progress``)."""
     if args.json:
         return False, None
     return True, (lambda line: print(line, flush=True))
