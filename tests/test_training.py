@@ -391,3 +391,13 @@ def test_progress_prints_plain_lines_off_a_terminal(capsys):
     assert len(lines) == 3 and "\r" not in "".join(lines)
     assert lines[0].startswith("epoch 1/2: 2/4 steps") and "min left" in lines[0]
     assert lines[-1].startswith("epoch 1/2: 4/4 steps") and lines[-1].endswith("loss 1.25")
+
+
+def test_resolve_device():
+    from widthsearch.training.distributed import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            resolve_device("cuda")

@@ -67,6 +67,7 @@ def score_with_supernet(
     eval_images: int = 2000,
     calib_images: int = 2048,
     metric: str = "accuracy",
+    device: str = "cpu",
     progress: bool = True,
 ) -> Dict[str, float]:
     """Score of each key's sub-network of the supernet at ``checkpoint``: held-out accuracy (%) or,
@@ -74,7 +75,8 @@ def score_with_supernet(
 
     Both numbers are measured in the same pass and written to ``out`` (``"scores"``: accuracy,
     ``"loss"``: cross-entropy), so switching the metric later costs nothing. Resumes from ``out``
-    when it holds scores of the same checkpoint and setting.
+    when it holds scores of the same checkpoint and setting. ``device``: ``"cpu"``, ``"cuda"`` or
+    ``"auto"`` (CUDA when available).
     """
     from widthsearch.bench.cbm import MODEL_NAMES
     from widthsearch.cli.search import heldout_eval_set
@@ -82,7 +84,9 @@ def score_with_supernet(
     from widthsearch.training.supernet import load_supernet
 
     metric_score({"accuracy": 0.0, "loss": 0.0}, metric)  # an unknown metric fails before any work
-    net, meta = load_supernet(checkpoint)
+    from widthsearch.training.distributed import resolve_device
+
+    net, meta = load_supernet(checkpoint, resolve_device(device))
     expected = bench.space
     if [u.name for u in net.space.units] != [u.name for u in expected.units] or [
         u.choices for u in net.space.units

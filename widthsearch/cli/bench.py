@@ -63,6 +63,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--metric", choices=("accuracy", "loss"), default="accuracy",
                    help="with --supernet (or its scores file as --scores): rank by held-out accuracy (default) or "
                    "by negative cross-entropy, which is less noisy on few images; both are recorded")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="with --supernet: where archs are scored (default auto: CUDA when available)")
     p.add_argument("--plot", metavar="FILE.png",
                    help="with --scores/--supernet: scatter of the scores and of FLOPs against the true accuracy")
     p.add_argument("--report", metavar="DIR", help="write report.md and a PNG per space to DIR")
@@ -89,7 +91,8 @@ def _score_source(args: argparse.Namespace, bench: Any) -> Optional[Dict[str, fl
         ckpt = Path(args.supernet)
         out = args.scores_out or (ckpt if ckpt.is_dir() else ckpt.parent) / "cbm_scores.json"
         return score_with_supernet(ckpt, bench, keys, out, eval_images=args.eval_images,
-                                   calib_images=args.calib_images, metric=args.metric, progress=not args.json)
+                                   calib_images=args.calib_images, metric=args.metric, device=args.device,
+                                   progress=not args.json)
     return None
 
 

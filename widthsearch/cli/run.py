@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--bn", default=None, choices=["batch", "calibrate"], help="BN mode of the search (default batch)")
     parser.add_argument("--search-images", type=int, default=None, metavar="N", help="held-out images scoring the search")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
+    parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                        help="for every stage (default auto: CUDA when available)")
     parser.add_argument("--out", default="runs/autoslim", metavar="DIR", help="run folder (default runs/autoslim)")
     parser.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model, "data": args.data, "width_mult": args.width_mult, "groups": args.groups,
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
-        "threads": args.threads,
+        "threads": args.threads, "device": args.device,
     }
     start = time.time()
     echo = (lambda msg: print(msg, file=sys.stderr)) if args.json else print

@@ -12,6 +12,7 @@ from widthsearch.data import load_data
 from widthsearch.methods.autoslim import greedy_search
 from widthsearch.space.units import format_count
 from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, make_supernet_evaluator
+from widthsearch.training.distributed import resolve_device
 from widthsearch.training.supernet import load_supernet
 
 
@@ -25,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="BN statistics while scoring: one large batch's own (AutoSlim, default) or calibrated")
     parser.add_argument("--search-images", type=int, default=2000, metavar="N",
                         help="fixed held-out images that score every candidate (default 2000)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="where candidates are scored (default auto: CUDA when available)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for configs/, trajectory.csv, PNGs")
     parser.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -60,7 +63,7 @@ def search_meta(meta: dict) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     existing_file(args.checkpoint, "supernet checkpoint") if not Path(args.checkpoint).is_dir() else None
-    net, meta = load_supernet(args.checkpoint)
+    net, meta = load_supernet(args.checkpoint, resolve_device(args.device))
     evaluator, _ = supernet_evaluator(net, meta, args.bn, args.search_images)
     summary = greedy_search(net, evaluator, args.target, args.out, meta=search_meta(meta),
                             resume=args.resume, progress=not args.json)

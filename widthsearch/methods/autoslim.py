@@ -170,6 +170,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "bn": "batch",
     "search_images": 2000,
     "threads": None,
+    "device": "auto",
 }
 
 
@@ -188,6 +189,7 @@ def run_autoslim(
     recipe and seed; accuracy is on the test split.
     """
     from widthsearch.cli.search import search_meta, supernet_evaluator
+    from widthsearch.training.distributed import resolve_device
     from widthsearch.training.retrain import train_network
     from widthsearch.training.supernet import load_supernet, train_supernet
 
@@ -203,10 +205,10 @@ def run_autoslim(
     supernet_args = {
         "model": s["model"], "data": s["data"], "width_mult": s["width_mult"], "groups": s["groups"],
         "epochs": s["epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": s["seed"],
-        "threads": s["threads"],
+        "threads": s["threads"], "device": s["device"],
     }
     train_supernet(supernet_args, out / "supernet", resume=resume, progress=progress)
-    net, meta = load_supernet(out / "supernet")
+    net, meta = load_supernet(out / "supernet", resolve_device(s["device"]))
 
     targets = [f"flops={float(t):g}" for t in s["targets"]]
     echo(f"[2/3] greedy search: {', '.join(targets)} of max FLOPs")
@@ -216,7 +218,7 @@ def run_autoslim(
                             resume=search_resume, progress=progress)
 
     recipe = {"model": s["model"], "data": s["data"], "epochs": s["retrain_epochs"], "batch_size": s["batch_size"],
-              "lr": s["lr"], "seed": s["seed"], "threads": s["threads"]}
+              "lr": s["lr"], "seed": s["seed"], "threads": s["threads"], "device": s["device"]}
     rows = []
     for i, entry in enumerate(summary["found"]):
         echo(f"[3/3] retrain {entry['target']} ({i + 1}/{len(summary['found'])}) and its uniform baseline")

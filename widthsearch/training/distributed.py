@@ -44,16 +44,10 @@ class DistContext:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-        if use_cuda and not torch.cuda.is_available():
-            from widthsearch.errors import UserError
-
-            raise UserError("--device cuda requested but no CUDA device is available")
+        dev = resolve_device(device, local)
+        use_cuda = dev.type == "cuda"
         if use_cuda:
-            dev = torch.device("cuda", local % torch.cuda.device_count())
             torch.cuda.set_device(dev)
-        else:
-            dev = torch.device("cpu")
         owns = False
         if world > 1 and not dist.is_initialized():
             dist.init_process_group(
@@ -116,3 +110,18 @@ class DistContext:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+
+def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """``"auto"``: a CUDA device when one is available, else the CPU; ``"cuda"``/``"cpu"`` as asked.
+
+    Asking for CUDA without one is a :class:`UserError`. Process ``local_rank`` of a node gets GPU
+    ``local_rank`` (modulo the GPU count)."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else str(device).startswith("cuda")
+    if not use_cuda:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        from widthsearch.errors import UserError
+
+        raise UserError("--device cuda requested but no CUDA device is available")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
