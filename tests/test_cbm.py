@@ -149,6 +149,12 @@ def test_score_correlation(fake_benches):
     perfect = mb.score_correlation({k: float(m) for k, m in zip(t.keys[:500], t.mean[:500])})
     assert perfect["kendall"] == pytest.approx(1.0) and perfect["top10_overlap"] == 10
     assert perfect["top1pct_k"] == 5 and perfect["top1pct_overlap"] == 5
+    # per unit, a perfect proxy agrees with the truth on how much each width digit matters
+    assert len(perfect["per_unit"]) == 7
+    for row in perfect["per_unit"]:
+        assert row["score_tau"] == pytest.approx(row["truth_tau"])
+    widest_first = mb.score_correlation({k: float(k[0]) for k in t.keys})["per_unit"][0]
+    assert widest_first["score_tau"] == pytest.approx(1.0)
     everything = mb.score_correlation({k: float(m) for k, m in zip(t.keys, t.mean)})
     for pct in ("25%", "50%", "75%"):
         assert everything["picks"][pct]["rank_feasible"] == 1

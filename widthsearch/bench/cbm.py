@@ -432,7 +432,20 @@ class CBMBench:
                 "optimum_acc": self.optimum(b)[1],
             }
         out["picks"] = picks
+        out["per_unit"] = self.unit_agreement(keys, s, t)
         return out
+
+    def unit_agreement(self, keys: Sequence[str], scores: np.ndarray, truth: np.ndarray) -> List[Dict[str, Any]]:
+        """Per unit: Kendall tau of that unit's width digit with the scores and with the truth.
+
+        Where the two differ, the proxy misjudges how much that unit's width matters (e.g. an
+        undertrained supernet that overrates the last layers)."""
+        rows = []
+        for i, name in enumerate(self.genome.names):
+            digits = np.array([int(k[i]) for k in keys], float)
+            rows.append({"unit": name, "score_tau": correlations(digits, scores)["kendall"],
+                         "truth_tau": correlations(digits, truth)["kendall"]})
+        return rows
 
 
 # Constraint window used by evolution and random search on CBM: FLOPs in [0.8*T, T], the

@@ -157,7 +157,7 @@ def run_cbm(args: argparse.Namespace) -> int:
     if scores is not None:
         s = bench.score_correlation(scores)
         for k in ("count", "kendall", "spearman", "pearson", "no1", "top10_overlap", "top1pct_k",
-                  "top1pct_overlap", "picks"):
+                  "top1pct_overlap", "picks", "per_unit"):
             result[k] = s[k]
         base = bench.flops_baseline(list(scores))
         result["flops_proxy"] = base
@@ -229,4 +229,6 @@ def _format_scores(s: Dict[str, Any]) -> str:
         else:
             lines.append(f"  pick at {budget}: {p['key']}  acc {p['mean_acc']:.3f}  rank {p['rank_feasible']}/"
                          f"{p['feasible']} among feasible (optimum {p['optimum_acc']:.3f})")
+    lines.append("  Kendall tau of each unit's width digit with the scores / with the truth:")
+    lines += [f"    {u['unit']}: {_fmt(u['score_tau'])} / {_fmt(u['truth_tau'])}" for u in s["per_unit"]]
     return "\n".join(lines)
