@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from widthsearch.cli.main import main
-from widthsearch.cli.search import search_meta, supernet_evaluator
+from widthsearch.cli.search import search_meta
+from widthsearch.training.evaluate import supernet_evaluator
 from widthsearch.errors import UserError
 from widthsearch.methods.autoslim import greedy_search
 from widthsearch.training.supernet import load_supernet, train_supernet

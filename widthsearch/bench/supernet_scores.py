@@ -79,11 +79,10 @@ def score_with_supernet(
     ``"auto"`` (CUDA when available).
     """
     from widthsearch.bench.cbm import MODEL_NAMES
-    from widthsearch.cli.search import heldout_eval_set
-    from widthsearch.training.evaluate import metric_score, supernet_metrics
+    from widthsearch.training.evaluate import check_metric, heldout_eval_set, supernet_metrics
     from widthsearch.training.supernet import load_supernet
 
-    metric_score({"accuracy": 0.0, "loss": 0.0}, metric)  # an unknown metric fails before any work
+    check_metric(metric)  # before any work
     from widthsearch.training.distributed import resolve_device
 
     net, meta = load_supernet(checkpoint, resolve_device(device))

@@ -4,15 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from widthsearch.cli.common import existing_file
 from widthsearch.cli.main import print_json
-from widthsearch.data import load_data
 from widthsearch.methods.autoslim import greedy_search
 from widthsearch.space.units import format_count
-from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, make_supernet_evaluator
 from widthsearch.training.distributed import resolve_device
+from widthsearch.training.evaluate import supernet_evaluator
 from widthsearch.training.supernet import load_supernet
 
 
@@ -32,25 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the search saved in --out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
-
-
-def heldout_eval_set(meta: dict, bn: str, search_images: int, calib_images: int = DEFAULT_CALIB_IMAGES):
-    """(x, y, calibration batches or None, data): a fixed, seeded subset of the checkpoint's held-out
-    split (never the test set) and, for ``bn="calibrate"``, training images for BN statistics."""
-    data = load_data(meta["data"], meta["heldout_fraction"], meta["seed"], augment="none")
-    held = data.heldout
-    order = torch.randperm(len(held), generator=torch.Generator().manual_seed(int(meta["seed"])))
-    keep = torch.sort(order[: max(1, search_images)]).values
-    x, y = held.x[keep], held.y[keep]
-    calib = calibration_batches(data.train.x, calib_images, seed=data.seed) if bn == "calibrate" else None
-    return x, y, calib, data
-
-
-def supernet_evaluator(net, meta: dict, bn: str, search_images: int, calib_images: int = DEFAULT_CALIB_IMAGES,
-                       metric: str = "accuracy"):
-    """(evaluator, data): ``metric`` of a config on :func:`heldout_eval_set`'s images."""
-    x, y, calib, data = heldout_eval_set(meta, bn, search_images, calib_images)
-    return make_supernet_evaluator(net, x, y, bn=bn, calib_batches=calib, batch_size=len(y), metric=metric), data
 
 
 def search_meta(meta: dict) -> dict:

@@ -188,7 +188,8 @@ def run_autoslim(
     Found configs and the uniform-width baselines of the same FLOPs are retrained with the same
     recipe and seed; accuracy is on the test split.
     """
-    from widthsearch.cli.search import search_meta, supernet_evaluator
+    from widthsearch.cli.search import search_meta
+    from widthsearch.training.evaluate import supernet_evaluator
     from widthsearch.training.distributed import resolve_device
     from widthsearch.training.retrain import train_network
     from widthsearch.training.supernet import load_supernet, train_supernet

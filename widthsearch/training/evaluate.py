@@ -35,9 +35,12 @@ __all__ = [
     "evaluate",
     "make_supernet_evaluator",
     "evaluator_for_data",
+    "heldout_eval_set",
+    "supernet_evaluator",
     "supernet_accuracy",
     "supernet_metrics",
     "metric_score",
+    "check_metric",
     "calibration_batches",
     "METRICS",
     "preserve_bn_state",
@@ -191,10 +194,14 @@ def supernet_accuracy(net, config: Mapping[str, int], x: Tensor, y: Tensor, **kw
     return supernet_metrics(net, config, x, y, **kwargs)["accuracy"]
 
 
-def metric_score(metrics: Mapping[str, float], metric: str) -> float:
-    """The score (higher is better) that ``metric`` reads from :func:`supernet_metrics`' result."""
+def check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise UserError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+
+
+def metric_score(metrics: Mapping[str, float], metric: str) -> float:
+    """The score (higher is better) that ``metric`` reads from :func:`supernet_metrics`' result."""
+    check_metric(metric)
     return metrics["accuracy"] if metric == "accuracy" else -metrics["loss"]
 
 
@@ -223,7 +230,7 @@ def make_supernet_evaluator(
     and mode are unchanged afterwards.
     """
     _check_bn_mode(bn)
-    metric_score({"accuracy": 0.0, "loss": 0.0}, metric)  # reject an unknown metric now, not per call
+    check_metric(metric)  # now, not at the first call
     if len(y) == 0:
         raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
     calib: list[Tensor] | None = None
@@ -264,3 +271,24 @@ def evaluator_for_data(
     target = getattr(data, split)
     calib = calibration_batches(data.train.x, num_calib_images, seed=data.seed) if bn == "calibrate" else None
     return make_supernet_evaluator(net, target.x, target.y, bn=bn, calib_batches=calib, batch_size=batch_size, align=align)
+
+
+def heldout_eval_set(meta: Mapping, bn: str, images: int, calib_images: int = DEFAULT_CALIB_IMAGES):
+    """(x, y, calibration batches or None, data) for a supernet checkpoint's ``meta``: a fixed,
+    seeded subset of ``images`` images of its held-out split (never the test set) and, for
+    ``bn="calibrate"``, ``calib_images`` training images for BN statistics."""
+    from widthsearch.data import load_data
+
+    data = load_data(meta["data"], meta["heldout_fraction"], meta["seed"], augment="none")
+    held = data.heldout
+    order = torch.randperm(len(held), generator=torch.Generator().manual_seed(int(meta["seed"])))
+    keep = torch.sort(order[: max(1, images)]).values
+    x, y = held.x[keep], held.y[keep]
+    calib = calibration_batches(data.train.x, calib_images, seed=data.seed) if bn == "calibrate" else None
+    return x, y, calib, data
+
+
+def supernet_evaluator(net, meta: Mapping, bn: str, images: int, calib_images: int = DEFAULT_CALIB_IMAGES):
+    """(evaluator, data): accuracy of a config on :func:`heldout_eval_set`'s images."""
+    x, y, calib, data = heldout_eval_set(meta, bn, images, calib_images)
+    return make_supernet_evaluator(net, x, y, bn=bn, calib_batches=calib, batch_size=len(y)), data
