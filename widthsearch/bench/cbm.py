@@ -518,16 +518,17 @@ def topk_overlap(scores: Sequence[float], truth: Sequence[float], k: int) -> int
 
 def _unwrap_supernet_scores(raw: Any, metric: str, path: Path) -> Any:
     """``{key: score}`` from a ``--supernet`` scores file; any other JSON is returned unchanged."""
+    from widthsearch.training.evaluate import check_metric
+
+    check_metric(metric)
     if not (isinstance(raw, dict) and isinstance(raw.get("meta"), dict) and isinstance(raw.get("scores"), dict)):
         return raw
     if metric == "accuracy":
         return raw["scores"]
-    if metric == "loss":
-        loss = raw.get("loss")
-        if not isinstance(loss, dict) or not loss:
-            raise UserError(f"{path} records no cross-entropy; rescore with --supernet to get it")
-        return {k: -v if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in loss.items()}
-    raise UserError(f"metric must be accuracy or loss, got {metric!r}")
+    loss = raw.get("loss")
+    if not isinstance(loss, dict) or not loss:
+        raise UserError(f"{path} records no cross-entropy; rescore with --supernet to get it")
+    return {k: -v if isinstance(v, (int, float)) and not isinstance(v, bool) else v for k, v in loss.items()}
 
 
 def load_scores(path: Any, metric: str = "accuracy") -> Dict[str, float]:

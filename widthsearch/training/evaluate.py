@@ -249,7 +249,6 @@ def make_supernet_evaluator(
         return metric_score(found, metric)
 
     evaluator.bn = bn  # type: ignore[attr-defined]
-    evaluator.metric = metric  # type: ignore[attr-defined]
     return evaluator
 
 
