@@ -95,6 +95,63 @@ def test_every_training_step_visits_max_and_min(tmp_path, monkeypatch):
     assert calls[0][2:] != calls[1][2:]
 
 
+def test_bf16_channels_last_steps_run_mixed_precision_on_nhwc(tmp_path, monkeypatch):
+    import widthsearch.training.supernet as sn
+
+    seen = []
+    real = sn.sandwich_step
+
+    def spy(net, x, y, configs, **kw):
+        conv = next(m for m in net.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+        seen.append((
+            torch.is_autocast_enabled("cpu"),
+            torch.get_autocast_dtype("cpu"),
+            x.is_contiguous(memory_format=torch.channels_last),
+            conv.weight.is_contiguous(memory_format=torch.channels_last),
+        ))
+        return real(net, x, y, configs, **kw)
+
+    monkeypatch.setattr(sn, "sandwich_step", spy)
+    args = {**FAST, "epochs": 2, "data": "fake:600:3x16x16", "precision": "bf16", "channels_last": True}
+    result = train_supernet(args, tmp_path / "bf16")
+    assert seen and all(s == (True, torch.bfloat16, True, True) for s in seen)
+    assert math.isfinite(result["loss"])
+    ckpt = load_checkpoint(tmp_path / "bf16" / "supernet.pt")
+    assert ckpt["args"]["precision"] == "bf16" and ckpt["args"]["channels_last"] is True
+    # weights and optimizer state stay fp32 under mixed precision
+    assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())
+
+    # the default recipe is plain fp32 in NCHW
+    seen.clear()
+    train_supernet({**FAST, "epochs": 1, "data": "fake:600:3x16x16"}, tmp_path / "fp32")
+    assert seen and all(s[0] is False and s[2] is False and s[3] is False for s in seen)
+
+
+def test_bf16_channels_last_resume_is_exact_and_export_matches(tmp_path):
+    args = {**FAST, "data": "digits", "epochs": 2, "precision": "bf16", "channels_last": True}
+    train_supernet(args, tmp_path / "full")
+    train_supernet(args, tmp_path / "part", stop_after=1)
+    resumed = train_supernet({}, tmp_path / "part", resume=True)
+    assert resumed["complete"] and resumed["max_acc"] > 0.5  # it learns in bf16
+    a = load_checkpoint(tmp_path / "full" / "supernet.pt")["model"]
+    b = load_checkpoint(tmp_path / "part" / "supernet.pt")["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(UserError, match="differs from the checkpoint"):
+        train_supernet({"precision": "fp32"}, tmp_path / "part", resume=True)
+    with pytest.raises(UserError, match="--precision"):
+        train_supernet({**args, "precision": "fp16"}, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "supernet.pt").exists()
+
+    # a bf16-trained checkpoint is an ordinary fp32 supernet: its exports compute what it computes
+    net, _ = load_supernet(tmp_path / "full")
+    cfg = net.space.random_config(random.Random(5))
+    x = torch.randn(16, 1, 8, 8)
+    with net.using(cfg):
+        expected = net.model(x)
+    assert torch.allclose(net.export(cfg).eval()(x), expected, atol=1e-5)
+
+
 # --- losses ------------------------------------------------------------------------------------------
 
 

@@ -33,6 +33,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default auto (CUDA when available)")
     g.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads per process (default: PyTorch's; 1 is fastest on a busy machine)")
+    g.add_argument("--precision", default=None, choices=["fp32", "bf16"],
+                   help="fp32 (default) or bf16 mixed precision (autocast; weights stay fp32); "
+                   "bf16 is several times faster on CPUs with AVX-512 BF16/AMX and on recent GPUs")
+    g.add_argument("--channels-last", dest="channels_last", action="store_const", const=True, default=None,
+                   help="NHWC weights and activations (faster with bf16 on CPU; see docs/benchmarks.md)")
     g = parser.add_argument_group("output")
     g.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoint, log.jsonl, result.json)")
     g.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (exactly)")
@@ -42,7 +47,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def recipe_values(args: argparse.Namespace) -> dict:
     keys = ("data", "heldout_fraction", "augment", "epochs", "batch_size", "lr", "weight_decay", "momentum",
-            "nesterov", "warmup_epochs", "label_smoothing", "seed", "device", "threads")
+            "nesterov", "warmup_epochs", "label_smoothing", "seed", "device", "threads", "precision", "channels_last")
     return {k: getattr(args, k) for k in keys}
 
 

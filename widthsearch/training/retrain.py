@@ -59,6 +59,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "augment": "default",
     "device": "auto",
     "threads": None,
+    "precision": "fp32",
+    "channels_last": False,
 }
 
 CHECKPOINT_NAME = "model.pt"

@@ -15,6 +15,7 @@ from widthsearch.training.checkpoint import SUPERNET_FORMAT, load_checkpoint
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, supernet_accuracy
 from widthsearch.training.loop import EpochLoop, prepare_output, resolve_args, write_json_atomic
+from widthsearch.training.precision import apply_memory_format, check_precision
 from widthsearch.training.sampling import get_strategy
 from widthsearch.training.steps import sandwich_step
 
@@ -41,6 +42,8 @@ SUPERNET_DEFAULTS: dict[str, Any] = {
     "calib_images": DEFAULT_CALIB_IMAGES,
     "device": "auto",
     "threads": None,
+    "precision": "fp32",
+    "channels_last": False,
 }
 
 CHECKPOINT_NAME = "supernet.pt"
@@ -91,6 +94,7 @@ def _check_common(args: Mapping[str, Any]) -> None:
         raise UserError(f"--label-smoothing must be below 1, got {args['label_smoothing']}")
     if args.get("lr", 1.0) <= 0:
         raise UserError(f"--lr must be positive, got {args['lr']}")
+    check_precision(args.get("precision", "fp32"))
 
 
 def train_supernet(
@@ -245,6 +249,8 @@ def load_supernet(path: str | Path, device: str | torch.device = "cpu"):
     _check_units(ckpt, net.space, path)
     model.load_state_dict(ckpt["model"])
     model.to(device)
+    # a run trained in NHWC is evaluated in NHWC too (its fast layout); the numbers do not change
+    apply_memory_format(model, bool(a.get("channels_last", False)))
     model.eval()
     meta = {**a, "epoch": int(ckpt["epoch"]), "history": list(ckpt.get("history", [])), "path": str(path)}
     return net, meta
