@@ -409,6 +409,13 @@ def test_train_cli_tiny(tmp_path, capsys):
     assert evaluate(model, data.test.x, data.test.y) == pytest.approx(result["accuracy"])
     assert sum(p.numel() for p in model.parameters()) == result["params"]
     assert main(["train", "--model", "tiny_cnn", "--epochs", "1", "--out", str(out)]) == 2  # never overwrite
+    # the same network in bf16 mixed precision and NHWC: the flags reach the checkpoint, it still learns
+    code = main(["train", "--model", "tiny_cnn", "--data", "digits", "--epochs", "2", "--batch-size", "128",
+                 "--width-mult", "0.5", "--precision", "bf16", "--channels-last", "--out", str(tmp_path / "bf16"), "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.3
+    saved = load_checkpoint(tmp_path / "bf16" / "model.pt")["args"]
+    assert saved["precision"] == "bf16" and saved["channels_last"] is True
 
 
 def test_train_searched_config_and_uniform_baseline(tmp_path):
