@@ -6,8 +6,8 @@ fp32 vs bf16 mixed precision, NCHW vs channels_last, measured side by side in on
 Each round times one step of every variant in a shuffled order, all with the same sampled
 configurations, so machine noise hits them alike; a variant's ratio to fp32/NCHW is the median over
 rounds of the ratio within a round (a paired comparison). The variants keep separate copies of the
-same initial weights. Also prints the largest difference of the first step's max-config loss from
-fp32, to show that bf16 computes the same thing up to rounding.
+same initial weights. Also prints each variant's first-step max-config loss minus fp32's, to show
+that bf16 computes the same thing up to rounding.
 """
 from __future__ import annotations
 

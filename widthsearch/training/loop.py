@@ -29,7 +29,7 @@ from widthsearch.progress import Progress
 from widthsearch.training.checkpoint import _file_mode, atomic_save, load_checkpoint, rng_state, set_rng_state
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.optim import WarmupCosine, build_optimizer
-from widthsearch.training.precision import apply_memory_format, autocast, check_precision, to_memory_format
+from widthsearch.training.precision import apply_memory_format, autocast, to_memory_format
 from widthsearch.training.steps import zero_grads
 
 __all__ = ["resolve_args", "prepare_output", "EpochLoop", "write_json_atomic", "write_jsonl_atomic"]
@@ -125,9 +125,9 @@ class EpochLoop:
         self.ckpt_path, self.ckpt_format, self.ckpt_extra = ckpt_path, ckpt_format, dict(ckpt_extra or {})
         self.log_path = ckpt_path.parent / "log.jsonl"
         self.progress, self.echo = progress, echo
-        check_precision(args.get("precision", "fp32"))
-        self.precision = args.get("precision", "fp32")
-        self.channels_last = bool(args.get("channels_last", False))
+        # validated with the other recipe arguments (supernet._check_common) before any work
+        self.precision = args["precision"]
+        self.channels_last = bool(args["channels_last"])
         apply_memory_format(model, self.channels_last)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.steps_per_epoch = len(loader)
