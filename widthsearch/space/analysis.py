@@ -6,7 +6,10 @@ channel dimension (dim 1) is made of, each segment being a run of channels of on
 
 * a conv/linear consumes its input descriptor and produces a new source;
 * a depthwise conv, a batch norm, an activation or pooling pass the descriptor through;
-* an elementwise add/mul between two tensors ties their sources (union-find);
+* an elementwise add/mul between two tensors ties their sources (union-find); with the residual
+  policy ``"pad"`` an add/sub instead *joins* them: the sum is a pseudo-source whose active
+  channels are the union of its operands' (the narrower operand is zero-padded), so each operand
+  keeps its own unit (Network Adjustment's and SP-Net's zero-padding match);
 * a concat along channels concatenates the segments; a flatten multiplies each channel
   into ``repeat`` features.
 
@@ -57,6 +60,18 @@ class LayerRecord:
 
 
 @dataclass
+class PadAddRecord:
+    """An add/sub of tensors with separate units, run as a zero-padded sum (residual policy pad)."""
+
+    node: str  # fx node name in the traced graph
+    operands: tuple[Desc | None, ...]  # channel descriptor of each positional argument (None: not a channel tensor)
+    out_desc: Desc
+
+
+RESIDUAL_POLICIES = ("tie", "pad")
+
+
+@dataclass
 class Analysis:
     """Result of tracing: layer records and union-find roots of every source."""
 
@@ -65,6 +80,28 @@ class Analysis:
     unit_fixed: dict[int, bool]
     unit_producers: dict[int, list[str]]
     other_params: int  # parameters outside analysed layers (counted as a constant)
+    residual: str = "tie"
+    #: join roots (sums under residual="pad") -> the source roots whose channels they unite
+    joins: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    pad_adds: list[PadAddRecord] = field(default_factory=list)
+    graph: torch.fx.GraphModule | None = None  # the traced model (rewritten for pad adds)
+
+    def join_groups(self) -> list[set[int]]:
+        """Sets of roots whose channels are added position by position (connected through joins)."""
+        parent: dict[int, int] = {}
+
+        def find(r: int) -> int:
+            while parent.setdefault(r, r) != r:
+                r = parent[r]
+            return r
+
+        for join, members in self.joins.items():
+            for m in members:
+                parent[find(m)] = find(join)
+        groups: dict[int, set[int]] = {}
+        for r in list(parent):
+            groups.setdefault(find(r), set()).add(r)
+        return list(groups.values())
 
     def searchable_roots(self) -> list[int]:
         roots = [
@@ -102,6 +139,9 @@ _BINARY = {
     torch.maximum, torch.minimum,
 }
 _BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+#: sums and differences: the ops that zero padding can join (products must stay tied)
+_ADDITIVE = {operator.add, operator.iadd, operator.sub, operator.isub, torch.add, torch.sub}
+_ADDITIVE_METHODS = {"add", "add_", "sub", "sub_"}
 _REDUCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin}
 _REDUCTION_METHODS = {"mean", "sum", "amax", "amin"}
 _RESHAPES = {torch.flatten, torch.reshape}
@@ -176,13 +216,16 @@ def _iter_nodes(value: Any) -> Iterator[torch.fx.Node]:
 
 
 class _Analyser:
-    def __init__(self, gm: torch.fx.GraphModule, model: nn.Module) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, model: nn.Module, residual: str = "tie") -> None:
         self.gm = gm
         self.model = model
+        self.residual = residual
         self.modules = dict(model.named_modules())
         self.uf = _UnionFind()
         self.desc: dict[torch.fx.Node, Desc] = {}
         self.layers: dict[str, LayerRecord] = {}
+        self.joins: dict[int, set[int]] = {}
+        self.pad_adds: list[PadAddRecord] = []
 
     # ---- helpers -------------------------------------------------------------------------
     def fail(self, node: torch.fx.Node, why: str) -> AnalysisError:
@@ -196,12 +239,32 @@ class _Analyser:
         if [s.length for s in a] != [s.length for s in b] or [s.repeat for s in a] != [s.repeat for s in b]:
             raise self.fail(node, "combines tensors whose channels are concatenated differently")
         for sa, sb in zip(a, b):
-            self.uf.union(sa.unit, sb.unit)
+            self.uf.union(self.collapse(sa.unit), self.collapse(sb.unit))
         return a
+
+    def collapse(self, source: int) -> int:
+        """A join that must be tied after all (e.g. multiplied): tie its members into one unit."""
+        root = self.uf.find(source)
+        members = self.joins.pop(root, None)
+        for member in members or ():
+            root = self.uf.union(root, member)
+        return root
+
+    def join(self, a: Segment, b: Segment) -> Desc:
+        """The sum of two single-source tensors under zero padding: a join of their sources."""
+        members: set[int] = set()
+        for seg in (a, b):
+            root = self.uf.find(seg.unit)
+            members |= self.joins.get(root, {root})
+        jid = self.uf.new(a.length)
+        self.joins[jid] = members
+        return (Segment(jid, a.length),)
 
     def fix(self, desc: Desc) -> None:
         for seg in desc:
-            self.uf.fixed[self.uf.find(seg.unit)] = True
+            root = self.uf.find(seg.unit)
+            for member in self.joins.get(root, {root}):
+                self.uf.fixed[self.uf.find(member)] = True
 
     def input_desc(self, node: torch.fx.Node) -> Desc:
         for arg in node.args[:1]:
@@ -365,6 +428,12 @@ class _Analyser:
         wide = [a for a in with_desc if desc_channels(self.desc[a]) == channels]
         if not wide:
             raise self.fail(node, "broadcasts channels in an unsupported way")
+        if self.residual == "pad" and self.joinable(node, wide):
+            result = self.join(self.desc[wide[0]][0], self.desc[wide[1]][0])
+            self.pad_adds.append(PadAddRecord(
+                node.name, tuple(self.desc.get(a) if isinstance(a, torch.fx.Node) else None for a in node.args), result,
+            ))
+            return result
         result = self.desc[wide[0]]
         for other in wide[1:]:
             result = self.tie(node, result, self.desc[other])
@@ -376,6 +445,16 @@ class _Analyser:
             if 1 - offset >= 0 and arg_shape[1 - offset] != 1:
                 raise self.fail(node, f"'{arg.name}' varies along channels but is not traced to a layer")
         return result
+
+    def joinable(self, node: torch.fx.Node, wide: list[torch.fx.Node]) -> bool:
+        """An add/sub of two single-source tensors of different sources (else it is tied)."""
+        additive = node.target in _ADDITIVE or (node.op == "call_method" and node.target in _ADDITIVE_METHODS)
+        if not additive or len(wide) != 2 or len(node.args) < 2 or any(a not in wide for a in node.args[:2]):
+            return False
+        descs = [self.desc[a] for a in wide]
+        if any(len(d) != 1 or d[0].repeat != 1 for d in descs):
+            return False
+        return self.uf.find(descs[0][0].unit) != self.uf.find(descs[1][0].unit)
 
     def concat(self, node: torch.fx.Node, shape: tuple[int, ...] | None) -> Desc:
         inputs = list(node.args[0]) if node.args else list(node.kwargs.get("tensors", []))
@@ -417,6 +496,10 @@ class _Analyser:
 
         for rec in self.layers.values():
             rec.in_desc, rec.out_desc = canon(rec.in_desc), canon(rec.out_desc)
+        for record in self.pad_adds:
+            record.operands = tuple(None if d is None else canon(d) for d in record.operands)
+            record.out_desc = canon(record.out_desc)
+        joins = {uf.find(j): tuple(sorted({uf.find(m) for m in members})) for j, members in self.joins.items()}
         roots = {uf.find(u) for u in range(len(uf.parent))}
         analysed = {id(p) for rec in self.layers.values() for p in rec.module.parameters(recurse=False)}
         other = sum(p.numel() for p in self.model.parameters() if id(p) not in analysed)
@@ -426,11 +509,18 @@ class _Analyser:
             unit_fixed={r: uf.fixed[r] for r in roots},
             unit_producers={r: uf.producers[r] for r in roots},
             other_params=other,
+            residual=self.residual,
+            joins=joins,
+            pad_adds=self.pad_adds,
+            graph=self.gm,
         )
 
 
-def analyse(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...]) -> Analysis:
+def analyse(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, ...], residual: str = "tie") -> Analysis:
     """Trace ``model`` on ``example_input`` and return its channel structure.
+
+    ``residual``: ``"tie"`` gives the operands of every elementwise add one unit; ``"pad"`` keeps
+    them apart and joins them by zero padding (see the module docstring).
 
     The model is run once in eval mode without gradients (so batch-norm statistics are not
     touched) and its training flags are restored afterwards.
@@ -447,5 +537,7 @@ def analyse(model: nn.Module, example_input: torch.Tensor | tuple[torch.Tensor, 
     finally:
         for name, module in model.named_modules():
             module.training = was_training.get(name, module.training)
+    if residual not in RESIDUAL_POLICIES:
+        raise AnalysisError(f"residual policy must be one of {', '.join(RESIDUAL_POLICIES)}, got {residual!r}")
     # fx copies submodules by reference, so records point at the user's own modules
-    return _Analyser(gm, model).run()
+    return _Analyser(gm, model, residual).run()

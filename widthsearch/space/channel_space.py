@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from widthsearch.errors import ConfigError
 from widthsearch.space.analysis import Analysis, Desc, analyse
+from widthsearch.space.subnet import Subnet
 from widthsearch.space.units import Cost, Unit, make_choices
 
 Config = dict[str, int]
@@ -25,6 +26,7 @@ class ChannelSpace:
         self.analysis = analysis
         self.units: list[Unit] = list(units)
         self._root_of = {u.name: r for u, r in zip(units, roots)}
+        self._unit_of_root = {r: u for u, r in zip(units, roots)}
         self._by_name = {u.name: u for u in units}
         self._cost_terms = _compile_cost_terms(analysis)
 
@@ -37,14 +39,20 @@ class ChannelSpace:
         divisor: int | None = None,
         round_to: int | None = None,
         fixed: Iterable[str] = (),
+        residual: str = "tie",
+        bins: tuple[int, int] | None = None,
+        defaults: Mapping[str, int] | None = None,
     ) -> "ChannelSpace":
         """Analyse ``model``: ``groups`` evenly spaced widths per unit, or every multiple of ``divisor``.
 
-        ``fixed`` lists unit names to keep at full width.
+        ``fixed`` lists unit names to keep at full width. ``residual``: ``"tie"`` (operands of an
+        add share a unit) or ``"pad"`` (separate units joined by zero padding). ``bins=(lo, hi)``
+        keeps group widths lo..hi only. ``defaults`` gives units a default width below their
+        physical one (a space built on a widened model).
         """
         if divisor is not None:
             groups = None
-        analysis = analyse(model, example_input)
+        analysis = analyse(model, example_input, residual)
         fixed = set(fixed)
         units, roots = [], []
         for root in analysis.searchable_roots():
@@ -57,7 +65,9 @@ class ChannelSpace:
                 if any(seg.unit == root for seg in rec.in_desc + rec.out_desc)
             ]
             length = analysis.unit_length[root]
-            units.append(Unit(producers[0], length, make_choices(length, groups, divisor, round_to), tuple(members)))
+            choices = make_choices(length, groups, divisor, round_to, bins)
+            default = (defaults or {}).get(producers[0])
+            units.append(Unit(producers[0], length, choices, tuple(members), default))
             roots.append(root)
         unknown = fixed - {u.name for u in units} - {
             analysis.unit_producers[r][0] for r in analysis.searchable_roots()
@@ -80,8 +90,21 @@ class ChannelSpace:
     def root_of(self, name: str) -> int:
         return self._root_of[self.unit(name).name]
 
+    @property
+    def residual(self) -> str:
+        return self.analysis.residual
+
     def max_config(self) -> Config:
+        """Every unit at its largest allowed width."""
+        return {u.name: u.top for u in self.units}
+
+    def physical_config(self) -> Config:
+        """Every unit at its physical width (above the top choice in an enlarged supernet)."""
         return {u.name: u.max for u in self.units}
+
+    def default_config(self) -> Config:
+        """Every unit at the width of the model as built (see :class:`Unit`)."""
+        return {u.name: int(u.default) for u in self.units}
 
     def min_config(self) -> Config:
         return {u.name: u.min for u in self.units}
@@ -90,20 +113,20 @@ class ChannelSpace:
         return {u.name: rng.choice(u.choices) for u in self.units}
 
     def uniform_config(self, width_ratio: float) -> Config:
-        """Every unit at ``width_ratio`` of its max, snapped to the nearest allowed choice."""
+        """Every unit at ``width_ratio`` of its top choice, snapped to the nearest allowed choice."""
         config = {}
         for u in self.units:
-            target = width_ratio * u.max
+            target = width_ratio * u.top
             config[u.name] = min(u.choices, key=lambda c: (abs(c - target), c))
         return config
 
     def uniform_config_for_flops(self, flops: float) -> Config:
-        """The widest uniform-ratio config (each unit ``round(r*max)``, any integer width) within ``flops``.
+        """The widest uniform-ratio config (each unit ``round(r*top)``, any integer width) within ``flops``.
 
         This is the fair baseline of a searched config: every unit scaled by one common factor.
         """
         def at(ratio: float) -> Config:
-            return {u.name: max(1, min(u.max, round(ratio * u.max))) for u in self.units}
+            return {u.name: max(1, min(u.top, round(ratio * u.top))) for u in self.units}
 
         low, high = 0.0, 1.0
         for _ in range(50):
@@ -125,7 +148,9 @@ class ChannelSpace:
     def validate(self, config: Mapping[str, object], strict: bool = True) -> Config:
         """Check ``config`` against the units; ``strict`` also requires an allowed choice.
 
-        Raises :class:`ConfigError` with one line naming the first problem.
+        Returns a clean plain config, or a clean :class:`Subnet` when given one (its channel
+        rankings are checked against the units' physical widths). Raises :class:`ConfigError`
+        with one line naming the first problem.
         """
         if not isinstance(config, Mapping):
             raise ConfigError(f"a channel config must map unit names to widths, got {type(config).__name__}")
@@ -150,14 +175,47 @@ class ChannelSpace:
             if strict and width not in u.choices:
                 raise ConfigError(f"unit {u.name!r}: width {width} is not an allowed choice {list(u.choices)}")
             clean[u.name] = width
-        return clean
+        if not isinstance(config, Subnet):
+            return clean
+        for name, selector in config.selectors.items():
+            if not isinstance(selector, str) and len(selector) != self._by_name[name].max:
+                raise ConfigError(
+                    f"unit {name!r}: its channel ranking has {len(selector)} entries, the unit {self._by_name[name].max} channels"
+                )
+        return Subnet(clean, config.selectors)  # type: ignore[return-value]
 
     def widths_by_root(self, config: Mapping[str, int]) -> dict[int, int]:
-        """Active channels of every source root (fixed and unsearched ones at full length)."""
+        """Active channels of every source root (fixed and unsearched ones at full length).
+
+        A join (a zero-padded sum under ``residual="pad"``) has the size of the union of its
+        members' active channels: the widest member when they all keep the same side.
+        """
         widths = dict(self.analysis.unit_length)
         for name, width in config.items():
             widths[self._root_of[name]] = width
+        selectors = config.selectors if isinstance(config, Subnet) else {}
+        for join, members in self.analysis.joins.items():
+            widths[join] = self._join_width(members, widths, selectors)
         return widths
+
+    def _join_width(self, members: Sequence[int], widths: Mapping[int, int], selectors: Mapping[str, object]) -> int:
+        units = [self._unit_of_root.get(m) for m in members]
+        if any(u is None for u in units):  # a fixed member is always full: so is the sum
+            return self.analysis.unit_length[members[0]]
+        sides = {selectors.get(u.name, "left") for u in units}  # type: ignore[union-attr]
+        if sides in ({"left"}, {"right"}):
+            return max(widths[m] for m in members)
+        active: set[int] = set()
+        for root, unit in zip(members, units):
+            width, side = widths[root], selectors.get(unit.name, "left")  # type: ignore[union-attr]
+            full = unit.max  # type: ignore[union-attr]
+            if side == "left":
+                active.update(range(width))
+            elif side == "right":
+                active.update(range(full - width, full))
+            else:
+                active.update(side[:width])  # type: ignore[index]
+        return len(active)
 
     # ---- costs ------------------------------------------------------------------------------------
     def cost(self, config: Mapping[str, int] | None = None) -> Cost:

@@ -5,13 +5,20 @@ model: mobilenet_v2
 width_mult: 1.5
 input_shape: [3, 224, 224]
 groups: 10
+space: {model: mobilenet_v2, width_mult: 1.5, groups: 10, residual: tie, ...}
 flops: 209612800
 params: 3981720
 channels:
   features.0.0: 48
   features.1.conv.1: 24
   ...
+select:                 # only when some unit does not keep its first channels
+  features.0.0: right   # or a channel ranking: [5, 0, 3, ...]
 ```
+
+``space`` is the :class:`~widthsearch.space.spec.SpaceSpec` the widths refer to; files written
+before it existed (model/width_mult/groups at the top level only) still load, and so do files
+without ``select`` (every unit keeps its first channels).
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import yaml
 
 from widthsearch.errors import ConfigError, UserError
 from widthsearch.space.channel_space import ChannelSpace, Config
+from widthsearch.space.subnet import Subnet
 
 
 def config_document(space: ChannelSpace, config: Mapping[str, int], **meta: Any) -> dict[str, Any]:
@@ -36,6 +44,8 @@ def config_document(space: ChannelSpace, config: Mapping[str, int], **meta: Any)
     doc["flops"] = cost.flops
     doc["params"] = cost.params
     doc["channels"] = {u.name: int(config[u.name]) for u in space.units}
+    if isinstance(config, Subnet) and config.selectors:
+        doc["select"] = Subnet(doc["channels"], config.selectors).to_doc()["select"]
     return doc
 
 
@@ -75,15 +85,19 @@ def load_config(
 ) -> tuple[Config, dict[str, Any]]:
     """Load and validate a config for ``space``; returns (config, metadata).
 
+    The config is a :class:`Subnet` when the file has a ``select`` entry, else plain widths.
     ``model`` (when given) must match the file's ``model`` entry. ``strict`` requires every width
     to be an allowed choice of its unit.
     """
     doc = read_config_file(path)
     if model is not None and doc.get("model") not in (None, model):
         raise ConfigError(f"{path}: written for model {doc['model']!r}, not {model!r}")
+    if doc.get("select") is not None and not isinstance(doc["select"], dict):
+        raise ConfigError(f"{path}: 'select' must map unit names to left, right or a channel ranking")
     try:
-        config = space.validate(doc["channels"], strict=strict)
+        wanted = Subnet(doc["channels"], doc["select"]) if doc.get("select") else doc["channels"]
+        config = space.validate(wanted, strict=strict)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    meta = {key: value for key, value in doc.items() if key != "channels"}
+    meta = {key: value for key, value in doc.items() if key not in ("channels", "select")}
     return config, meta

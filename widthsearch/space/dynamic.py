@@ -180,3 +180,44 @@ def _fill(module: nn.Module, tensors: dict[str, torch.Tensor | None], training: 
             module._buffers[name] = value
     module.train(training)
     return module
+
+
+_ADDITIVE_OPS = {"add": torch.add, "sub": torch.sub}
+
+
+class PadAdd(nn.Module):
+    """A sum (or difference) of tensors whose channels are placed into one common channel set.
+
+    The residual policy ``pad`` keeps the operands of an add in separate units. Each operand's
+    active channels sit at ``places[i]`` inside the sum's ``channels`` active channels (``None``:
+    the operand already has exactly the sum's channels); the rest is zero, so channel *i* of every
+    operand lands at the same position. The places are plain attributes set by the supernet; an
+    exported static network keeps a copy of them, so it computes the same sum. No parameters.
+    """
+
+    def __init__(self, op: str = "add") -> None:
+        super().__init__()
+        if op not in _ADDITIVE_OPS:
+            raise ValueError(f"PadAdd op must be one of {sorted(_ADDITIVE_OPS)}, got {op!r}")
+        self.op = op
+        self.places: list[Selection] = []
+        self.channels: int | None = None
+
+    def place(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        sel = self.places[i] if i < len(self.places) else None
+        if sel is None or not isinstance(x, torch.Tensor):
+            return x
+        if isinstance(sel, slice):
+            # F.pad lists (low, high) pairs from the last dimension backwards; channels are dim 1
+            pad = [0, 0] * (x.dim() - 2) + [sel.start, self.channels - sel.stop]
+            return F.pad(x, pad)
+        shape = list(x.shape)
+        shape[1] = self.channels
+        return x.new_zeros(shape).index_copy(1, sel.to(x.device), x)
+
+    def forward(self, *args, **kwargs):  # type: ignore[override]
+        padded = [self.place(i, a) for i, a in enumerate(args)]
+        return _ADDITIVE_OPS[self.op](*padded, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"op={self.op}, channels={self.channels}"

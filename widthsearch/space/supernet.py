@@ -3,33 +3,38 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
+import torch.fx
 import torch.nn as nn
 
 from widthsearch.errors import ConfigError
-from widthsearch.space.analysis import Desc
+from widthsearch.space.analysis import Desc, PadAddRecord, Segment, desc_channels
 from widthsearch.space.channel_space import ChannelSpace, Config
 from widthsearch.space.dynamic import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
     DynamicConv2d,
+    PadAdd,
     Selection,
     make_dynamic,
+    selection_size,
     static_copy,
 )
+from widthsearch.space.subnet import Subnet, as_subnet
 from widthsearch.space.units import Cost
-
-ALIGNMENTS = ("left", "right")
-
 
 class Supernet:
     """Controls a model whose Conv2d/BatchNorm/Linear layers run on a subset of channels.
 
     ``Supernet(model, x)`` converts the analysed layers of ``model`` *in place*; ``self.model`` stays
     a plain ``nn.Module`` with the same ``state_dict`` keys, ready for optimizers, DDP and
-    ``torch.save``. The active configuration is pushed into each layer by :meth:`set_config`.
+    ``torch.save``. The active sub-network is pushed into each layer by :meth:`set_config`.
+
+    With ``residual="pad"`` the operands of residual adds keep separate units and the sums become
+    zero-padded :class:`PadAdd` modules; ``self.model`` is then a ``torch.fx.GraphModule`` that
+    shares the user's layers (same ``state_dict`` keys) -- run that one, not the original object.
     """
 
     def __init__(
@@ -40,12 +45,12 @@ class Supernet:
         divisor: int | None = None,
         round_to: int | None = None,
         space: ChannelSpace | None = None,
+        residual: str = "tie",
     ) -> None:
         if space is None:
             if example_input is None:
                 raise ValueError("Supernet needs an example input or a ChannelSpace")
-            space = ChannelSpace.from_model(model, example_input, groups, divisor, round_to)
-        self.model = model
+            space = ChannelSpace.from_model(model, example_input, groups, divisor, round_to, residual=residual)
         self.space = space
         self._layers = {
             name: rec
@@ -56,35 +61,38 @@ class Supernet:
             make_dynamic(rec.module)
             if isinstance(rec.module, DynamicConv2d):
                 rec.module.depthwise = rec.kind == "depthwise"
-        self.config: Config = {}
-        self.align = "left"
-        self.orders: dict[str, torch.Tensor] = {}
+        self.model, self._pad_adds = _with_pad_adds(model, space)
+        self.subnet = Subnet({})
         self.set_config(space.max_config())
 
     # ---- configuration -------------------------------------------------------------------------
+    @property
+    def config(self) -> Config:
+        """The active widths as a plain ``{unit: width}``."""
+        return self.subnet.widths
+
+    @property
+    def align(self) -> str:
+        """The active side when all units share one ("left" when rankings are mixed in)."""
+        return self.subnet.alignment or "left"
+
     def set_config(
         self,
         config: Mapping[str, int],
-        align: str = "left",
-        orders: Mapping[str, torch.Tensor] | None = None,
+        align: str | None = None,
+        orders: Mapping[str, torch.Tensor | Sequence[int]] | None = None,
         strict: bool = False,
     ) -> None:
-        """Run at ``config`` from now on.
+        """Run the sub-network ``config`` from now on: a :class:`Subnet`, or plain widths.
 
-        ``align="left"`` keeps the first c channels of every unit, ``"right"`` the last c (BCNet's
-        right-aligned sub-network). ``orders`` gives a unit a channel ranking (a permutation of its
-        channels): the c best-ranked channels are kept (SP-Net's sorted channels). ``strict``
-        additionally requires every width to be one of the unit's choices.
+        Plain widths keep the first c channels of every unit, ``align="right"`` the last c
+        (BCNet's right-aligned sub-network); ``orders`` gives units a channel ranking (a
+        permutation of their channels) whose c best-ranked channels run (SP-Net's sorted channels).
+        ``strict`` additionally requires every width to be one of the unit's choices.
         """
-        if align not in ALIGNMENTS:
-            raise ConfigError(f"align must be one of {ALIGNMENTS}, got {align!r}")
-        config = self.space.validate(config, strict=strict)
-        orders = dict(orders or {})
-        for name, order in orders.items():
-            unit = self.space.unit(name)
-            if sorted(order.tolist()) != list(range(unit.max)):
-                raise ConfigError(f"order of unit {name!r} must be a permutation of 0..{unit.max - 1}")
-        unit_sel = self._unit_selections(config, align, orders)
+        subnet = self.space.validate(as_subnet(config, align, orders), strict=strict)
+        assert isinstance(subnet, Subnet)
+        unit_sel = self._unit_selections(subnet)
         for rec in self._layers.values():
             module = rec.module
             if isinstance(module, (DynamicBatchNorm2d, DynamicBatchNorm1d)):
@@ -95,37 +103,46 @@ class Supernet:
             else:
                 module.in_sel = _desc_selection(rec.in_desc, unit_sel)
                 module.out_sel = _desc_selection(rec.out_desc, unit_sel)
-        self.config, self.align, self.orders = config, align, orders
+        for record, pad_add in self._pad_adds:
+            out_sel = _desc_selection(record.out_desc, unit_sel)
+            pad_add.channels = selection_size(out_sel, desc_channels(record.out_desc))
+            pad_add.places = [
+                None if desc is None else _place(_desc_selection(desc, unit_sel), out_sel, desc_channels(desc))
+                for desc in record.operands
+            ]
+        self.subnet = subnet
 
-    def _unit_selections(
-        self, config: Config, align: str, orders: Mapping[str, torch.Tensor]
-    ) -> dict[int, tuple[int, Selection]]:
+    def _unit_selections(self, subnet: Subnet) -> dict[int, tuple[int, Selection]]:
         """Per source root: (full length, selection); fixed roots are absent (full)."""
         selections: dict[int, tuple[int, Selection]] = {}
         for unit in self.space.units:
-            width = config[unit.name]
-            root = self.space.root_of(unit.name)
-            if unit.name in orders:
-                sel: Selection = torch.sort(orders[unit.name][:width].long()).values
+            width = subnet[unit.name]
+            side = subnet.selector(unit.name)
+            if not isinstance(side, str):
+                sel: Selection = None if width == unit.max else torch.sort(torch.tensor(side[:width])).values
             elif width == unit.max:
                 sel = None
-            elif align == "left":
+            elif side == "left":
                 sel = slice(0, width)
             else:
                 sel = slice(unit.max - width, unit.max)
-            selections[root] = (unit.max, sel)
+            selections[self.space.root_of(unit.name)] = (unit.max, sel)
+        for join, members in self.space.analysis.joins.items():
+            length = self.space.analysis.unit_length[join]
+            parts = [selections.get(m, (length, None))[1] for m in members]
+            selections[join] = (length, _union(parts, length))
         return selections
 
     @contextlib.contextmanager
-    def using(self, config: Mapping[str, int], align: str = "left",
+    def using(self, config: Mapping[str, int], align: str | None = None,
               orders: Mapping[str, torch.Tensor] | None = None) -> Iterator["Supernet"]:
-        """Temporarily run at ``config``; the previous configuration is restored afterwards."""
-        previous = (self.config, self.align, self.orders)
+        """Temporarily run at ``config``; the previous sub-network is restored afterwards."""
+        previous = self.subnet
         self.set_config(config, align, orders)
         try:
             yield self
         finally:
-            self.set_config(previous[0], previous[1], previous[2])
+            self.set_config(previous)
 
     def _batch_norms(self) -> list[nn.Module]:
         return [m for m in self.model.modules() if isinstance(m, (DynamicBatchNorm2d, DynamicBatchNorm1d))]
@@ -161,7 +178,7 @@ class Supernet:
         of ``config`` are touched. The model is left in eval mode. Returns the number of batches used.
         """
         if config is not None:
-            self.set_config(config, self.align, self.orders)
+            self.set_config(config if isinstance(config, Subnet) else self.subnet.with_widths(config))
         norms = self._batch_norms()
         sums: dict[nn.Module, list] = {}
 
@@ -200,22 +217,121 @@ class Supernet:
     # ---- export and costs --------------------------------------------------------------------------
     def export(self, config: Mapping[str, int] | None = None, align: str | None = None,
                orders: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
-        """A plain static copy of the model at ``config`` (default: the active one).
+        """A plain static copy of the model at ``config`` (default: the active sub-network).
 
         Every dynamic layer becomes an ordinary Conv2d/BatchNorm/Linear holding copies of the
-        selected weights and running statistics; the rest of the model is deep-copied, so the
-        export computes exactly what the supernet computes at that config in eval mode.
+        selected weights and running statistics; the rest of the model (zero-padded sums included)
+        is deep-copied, so the export computes exactly what the supernet computes at that
+        sub-network in eval mode.
         """
-        context = (
-            self.using(config, align or self.align, orders if orders is not None else self.orders)
-            if config is not None else contextlib.nullcontext()
-        )
+        context = self.using(config, align, orders) if config is not None else contextlib.nullcontext()
         with context:
             memo = {id(rec.module): static_copy(rec.module) for rec in self._layers.values()}
             return copy.deepcopy(self.model, memo)
 
     def cost(self, config: Mapping[str, int] | None = None) -> Cost:
-        return self.space.cost(config if config is not None else self.config)
+        return self.space.cost(config if config is not None else self.subnet)
+
+    # ---- unit views: members, permutation, channel masks ------------------------------------------
+    def members(self, unit: str) -> list[tuple[str, int, range]]:
+        """Where a unit's channels live: ``[(layer name, weight dim, index range)]``.
+
+        Dim 0 is a layer's output channels (conv/linear weight rows, bias, BN parameters and
+        statistics, depthwise filters); dim 1 its input channels (conv/linear weight columns; a
+        flattened channel spans ``repeat`` consecutive features). Consumers of a zero-padded sum
+        that holds the unit read the unit's channels at the same positions, and are listed too.
+        """
+        roots = {self.space.root_of(unit)}
+        roots |= {j for j, members in self.space.analysis.joins.items() if roots & set(members)}
+        return [(name, dim, span) for name, dim, span, root in self._spans() if root in roots and
+                (dim == 1 or root == self.space.root_of(unit))]
+
+    def _spans(self) -> Iterator[tuple[str, int, range, int]]:
+        """(layer, dim, index range, root) for every segment of every dynamic layer."""
+        for name, rec in self._layers.items():
+            descs = [(0, rec.out_desc)]
+            if rec.kind in ("conv", "linear"):
+                descs.append((1, rec.in_desc))
+            for dim, desc in descs:
+                offset = 0
+                for seg in desc:
+                    size = seg.length * seg.repeat
+                    yield name, dim, range(offset, offset + size), seg.unit
+                    offset += size
+
+    @torch.no_grad()
+    def permute(self, unit: str, perm: torch.Tensor | Sequence[int]) -> None:
+        """Reorder a unit's channels physically: new channel i is old channel ``perm[i]``.
+
+        Every member layer's weights, biases, BN affine parameters and running statistics and every
+        consumer's input channels move together, so the network computes the same function. Under
+        ``residual="pad"`` channels of a zero-padded sum are added position by position, so the
+        whole group of units joined with this one is permuted alike. Parameters are changed in
+        place (optimizer states are not: permute before building the optimizer).
+        """
+        root = self.space.root_of(unit)
+        length = self.space.unit(unit).max
+        perm = torch.as_tensor(perm, dtype=torch.long).reshape(-1)
+        if perm.numel() != length or not torch.equal(torch.sort(perm).values, torch.arange(length)):
+            raise ConfigError(f"perm of unit {unit!r} must be a permutation of 0..{length - 1}")
+        group = next((g for g in self.space.analysis.join_groups() if root in g), {root})
+        searchable = {self.space.root_of(u.name) for u in self.space.units}
+        frozen = [r for r in group if r not in searchable and r not in self.space.analysis.joins]
+        if frozen:
+            raise ConfigError(f"unit {unit!r} is added to channels that are fixed (network input or output); "
+                              "they cannot be reordered")
+        by_layer: dict[tuple[str, int], list[range]] = {}
+        for name, dim, span, seg_root in self._spans():
+            if seg_root in group:
+                by_layer.setdefault((name, dim), []).append(span)
+        for (name, dim), spans in by_layer.items():
+            _permute_layer(self._layers[name].module, dim, spans, perm)
+
+    @contextlib.contextmanager
+    def masked(self, masks: Mapping[str, torch.Tensor | Callable[[int, int, torch.device], torch.Tensor]]
+               ) -> Iterator["Supernet"]:
+        """Multiply units' active channels by masks at the units' outputs, in train and eval mode.
+
+        ``masks[unit]`` is a tensor of shape ``(C,)`` or ``(N, C)`` (C = the unit's active width) or
+        a callable ``(batch size, C, device) -> tensor`` that is called once per forward of the
+        model, so every output of the unit in that forward gets the same mask (Network
+        Adjustment's SpatialDropout probe). The outputs of a unit are its batch norms (or its
+        producers when it has none), before any residual add.
+        """
+        current: dict[str, torch.Tensor] = {}
+
+        def draw(module: nn.Module, inputs: tuple) -> None:
+            x = inputs[0] if inputs else None
+            batch = int(x.shape[0]) if isinstance(x, torch.Tensor) else 1
+            current.clear()
+            for name, mask in masks.items():
+                width = self.subnet[name]
+                current[name] = mask(batch, width, x.device if isinstance(x, torch.Tensor) else torch.device("cpu")) \
+                    if callable(mask) else mask
+
+        def apply(name: str) -> Callable:
+            def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+                mask = current[name].to(output.dtype)
+                shape = [mask.shape[0] if mask.dim() == 2 else 1, mask.shape[-1]] + [1] * (output.dim() - 2)
+                return output * mask.reshape(shape)
+            return hook
+
+        for name in masks:
+            self.space.unit(name)  # a one-line error for an unknown unit
+        handles = [self.model.register_forward_pre_hook(draw)]
+        for name in masks:
+            handles += [self._layers[layer].module.register_forward_hook(apply(name)) for layer in self._mask_points(name)]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _mask_points(self, unit: str) -> list[str]:
+        root = self.space.root_of(unit)
+        own = [name for name, rec in self._layers.items() if rec.out_desc == (Segment(root, self.space.unit(unit).max),)]
+        norms = [name for name in own if self._layers[name].kind == "bn"]
+        return norms or [name for name in own if self._layers[name].kind in ("conv", "linear", "depthwise")]
 
 
 def _write_selected(buffer: torch.Tensor, sel: Selection, values: torch.Tensor) -> None:
@@ -247,3 +363,108 @@ def _desc_selection(desc: Desc, unit_sel: Mapping[int, tuple[int, Selection]]) -
     if int(index[-1] - index[0]) + 1 == index.numel() and bool((index[1:] > index[:-1]).all()):
         return slice(int(index[0]), int(index[-1]) + 1)
     return index
+
+
+def _as_indices(sel: Selection, length: int) -> torch.Tensor:
+    if sel is None:
+        return torch.arange(length)
+    if isinstance(sel, slice):
+        return torch.arange(sel.start, sel.stop)
+    return sel
+
+
+def _as_selection(index: torch.Tensor, length: int) -> Selection:
+    """The cheapest form of a sorted index set: None (all), a slice (contiguous) or the indices."""
+    if index.numel() == length:
+        return None
+    if index.numel() and int(index[-1] - index[0]) + 1 == index.numel():
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
+
+
+def _union(parts: Sequence[Selection], length: int) -> Selection:
+    """The union of channel selections of one length (the active channels of a padded sum)."""
+    if any(p is None for p in parts):
+        return None
+    if all(isinstance(p, slice) and p.start == 0 for p in parts):
+        return slice(0, max(p.stop for p in parts))  # type: ignore[union-attr]
+    if all(isinstance(p, slice) and p.stop == length for p in parts):
+        return slice(min(p.start for p in parts), length)  # type: ignore[union-attr]
+    return _as_selection(torch.unique(torch.cat([_as_indices(p, length) for p in parts])), length)
+
+
+def _place(op_sel: Selection, out_sel: Selection, length: int) -> Selection:
+    """Where an operand's active channels sit among the sum's active channels (None: the same)."""
+    if op_sel is None and out_sel is None:
+        return None
+    if isinstance(op_sel, slice) and isinstance(out_sel, slice) and (op_sel.start, op_sel.stop) == (out_sel.start, out_sel.stop):
+        return None
+    out_index = _as_indices(out_sel, length)
+    positions = torch.searchsorted(out_index, _as_indices(op_sel, length))
+    if positions.numel() == out_index.numel():
+        return None
+    if positions.numel() and int(positions[-1] - positions[0]) + 1 == positions.numel():
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return positions
+
+
+def _permute_layer(module: nn.Module, dim: int, spans: Sequence[range], perm: torch.Tensor) -> None:
+    """Permute the channels in ``spans`` of ``module`` along weight dim ``dim`` by ``perm``."""
+    size = module.weight.shape[dim] if dim == 1 else _out_size(module)
+    index = torch.arange(size)
+    for span in spans:
+        repeat = len(span) // perm.numel()
+        features = (perm[:, None] * repeat + torch.arange(repeat)).reshape(-1)
+        index[span.start:span.stop] = features + span.start
+    tensors = [module.weight] if dim == 1 else [
+        t for t in (getattr(module, n, None) for n in ("weight", "bias", "running_mean", "running_var"))
+        if isinstance(t, torch.Tensor)
+    ]
+    for tensor in tensors:
+        tensor.copy_(tensor.index_select(dim, index.to(tensor.device)))
+
+
+def _out_size(module: nn.Module) -> int:
+    for attr in ("out_channels", "out_features", "num_features"):
+        if hasattr(module, attr):
+            return int(getattr(module, attr))
+    raise TypeError(f"{type(module).__name__} has no channel count")
+
+
+def _with_pad_adds(model: nn.Module, space: ChannelSpace) -> tuple[nn.Module, list[tuple[PadAddRecord, PadAdd]]]:
+    """``model`` itself (tie), or an fx rewrite of it whose padded sums are :class:`PadAdd` modules."""
+    analysis = space.analysis
+    if not analysis.pad_adds:
+        return model, []
+    graph = copy.deepcopy(analysis.graph.graph)  # type: ignore[union-attr]
+    gm = torch.fx.GraphModule(model, graph, class_name=type(model).__name__)
+    _keep_unused_modules(gm, model)
+    nodes = {node.name: node for node in graph.nodes}
+    taken = {name for name, _ in gm.named_modules()}
+    pairs = []
+    for record in analysis.pad_adds:
+        node = nodes[record.node]
+        name = f"{node.name}_pad"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        op = "sub" if str(getattr(node.target, "__name__", node.target)).strip("_").startswith(("sub", "isub")) else "add"
+        module = PadAdd(op)
+        gm.add_submodule(name, module)
+        with graph.inserting_after(node):
+            replacement = graph.call_module(name, node.args, dict(node.kwargs))
+        node.replace_all_uses_with(replacement)
+        graph.erase_node(node)
+        pairs.append((record, module))
+    gm.recompile()
+    gm.train(model.training)
+    return gm, pairs
+
+
+def _keep_unused_modules(gm: torch.fx.GraphModule, model: nn.Module) -> None:
+    """fx keeps only modules the forward calls: put back any others holding weights (same state_dict)."""
+    present = set(gm.state_dict())
+    for name, module in model.named_modules():
+        own = [n for n, _ in module.named_parameters(recurse=False)] + [n for n, _ in module.named_buffers(recurse=False)]
+        if name and any(f"{name}.{n}" not in present for n in own):
+            gm.add_submodule(name, module)
