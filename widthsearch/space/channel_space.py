@@ -230,6 +230,40 @@ class ChannelSpace:
             params += cin * cout * params_per_pair + cout * params_per_out
         return Cost(flops=round(flops), params=round(params))
 
+    def flops_gradient(self, config: Mapping[str, int]) -> dict[str, float]:
+        """``dFLOPs/dc_u`` of every unit at ``config``, exact from the cost terms.
+
+        FLOPs are a sum of ``k * c_in * c_out`` over layers, where each side is a sum of unit
+        widths (times a flatten repeat), so the derivative is exact and cheap. A zero-padded sum
+        is as wide as its widest member: it grows with a unit that is (one of) the widest and not
+        with the others -- the derivative of widening, which is what Network Adjustment asks.
+        Left-aligned selectors are assumed (prefix widths).
+        """
+        widths = self.widths_by_root(config)
+        units_of_join = {j: set(members) for j, members in self.analysis.joins.items()}
+
+        def d_active(spec: "Desc | int", root: int) -> float:
+            if isinstance(spec, int):
+                return 0.0
+            total = 0.0
+            for seg in spec:
+                if seg.unit == root:
+                    total += seg.repeat
+                elif root in units_of_join.get(seg.unit, ()) and widths[root] == widths[seg.unit]:
+                    total += seg.repeat
+            return total
+
+        gradient = {}
+        for unit in self.units:
+            root = self._root_of[unit.name]
+            g = 0.0
+            for cin_spec, cout_spec, flops_per_pair, _params, _per_out in self._cost_terms:
+                if flops_per_pair:
+                    g += flops_per_pair * (d_active(cin_spec, root) * _active(cout_spec, widths)
+                                           + _active(cin_spec, widths) * d_active(cout_spec, root))
+            gradient[unit.name] = g
+        return gradient
+
     def key(self, config: Mapping[str, int]) -> tuple[int, ...]:
         """A hashable form of a config, in unit order."""
         return tuple(config[u.name] for u in self.units)
