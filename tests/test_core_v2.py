@@ -214,3 +214,27 @@ def test_flops_gradient_matches_the_cost_of_one_more_channel(residual):
         base = space.cost(config).flops
         for u in space.units:
             assert gradient[u.name] == space.cost({**config, u.name: config[u.name] + 1}).flops - base, u.name
+
+
+@pytest.mark.parametrize("residual", ["tie", "pad"])
+def test_load_static_is_the_inverse_of_export(residual):
+    x = torch.randn(2, 3, 32, 32)
+    net = Supernet(build_model("resnet20"), x[:1], groups=4, residual=residual)
+    rng = random.Random(0)
+    subnet = Subnet(net.space.random_config(rng), {u.name: rng.sample(range(u.max), u.max) for u in net.space.units[::2]})
+    static = net.export(subnet)
+    randomise_batch_norms(static, seed=9)
+    with torch.no_grad():
+        for p in static.parameters():
+            p.add_(torch.randn_like(p))  # "trained" weights
+    untouched = net.export(net.space.max_config())
+    net.set_config(subnet)
+    net.load_static(static)
+    net.model.eval()
+    static.eval()
+    assert torch.equal(net.model(x), static(x))
+    # channels outside the sub-network keep their values: the max config differs only where selected
+    changed = net.export(net.space.max_config())
+    first = net.space.units[1].name  # a left-aligned unit
+    w_new, w_old = changed.get_submodule(first).weight, untouched.get_submodule(first).weight
+    assert torch.equal(w_new[subnet[first]:], w_old[subnet[first]:]) and not torch.equal(w_new, w_old)

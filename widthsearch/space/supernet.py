@@ -232,6 +232,31 @@ class Supernet:
     def cost(self, config: Mapping[str, int] | None = None) -> Cost:
         return self.space.cost(config if config is not None else self.subnet)
 
+    @torch.no_grad()
+    def load_static(self, static: nn.Module) -> None:
+        """Write a static net's weights into the active sub-network's channels (the inverse of export).
+
+        ``static`` must be an export of this supernet at the active sub-network (e.g. one trained
+        from scratch afterwards); every other channel keeps its value.
+        """
+        for name, rec in self._layers.items():
+            try:
+                source = static.get_submodule(name)
+            except AttributeError:
+                raise ConfigError(f"the static net has no layer {name!r}: not an export of this supernet") from None
+            module = rec.module
+            if isinstance(module, (DynamicBatchNorm2d, DynamicBatchNorm1d)):
+                sels = {"weight": [module.sel], "bias": [module.sel], "running_mean": [module.sel],
+                        "running_var": [module.sel], "num_batches_tracked": []}
+            else:
+                in_sel = None if getattr(module, "depthwise", False) else module.in_sel
+                sels = {"weight": [module.out_sel, in_sel], "bias": [module.out_sel]}
+            for attr, dims in sels.items():
+                target, value = getattr(module, attr, None), getattr(source, attr, None)
+                if target is None or value is None:
+                    continue
+                _write_into(target, dims, value)
+
     # ---- unit views: members, permutation, channel masks ------------------------------------------
     def members(self, unit: str) -> list[tuple[str, int, range]]:
         """Where a unit's channels live: ``[(layer name, weight dim, index range)]``.
@@ -332,6 +357,20 @@ class Supernet:
         own = [name for name, rec in self._layers.items() if rec.out_desc == (Segment(root, self.space.unit(unit).max),)]
         norms = [name for name in own if self._layers[name].kind == "bn"]
         return norms or [name for name in own if self._layers[name].kind in ("conv", "linear", "depthwise")]
+
+
+def _write_into(target: torch.Tensor, sels: Sequence[Selection], value: torch.Tensor) -> None:
+    """``target[sel0, sel1, ...] = value`` for selections along the leading dims (shapes checked)."""
+    index = tuple(
+        _as_indices(sel, target.shape[d]).to(target.device).reshape([-1] + [1] * (len(sels) - d - 1))
+        for d, sel in enumerate(sels)
+    )
+    if not index:
+        target.copy_(value)
+        return
+    if target[index].shape != value.shape:
+        raise ConfigError(f"shape {tuple(value.shape)} does not fit the selected {tuple(target[index].shape)}")
+    target[index] = value.to(target.dtype)
 
 
 def _write_selected(buffer: torch.Tensor, sel: Selection, values: torch.Tensor) -> None:

@@ -1,0 +1,80 @@
+"""Network Adjustment: FLOPs weights, drop rates, the FUR probe, adjusting and rescaling widths."""
+import random
+
+import pytest
+import torch
+
+from widthsearch.errors import UserError
+from widthsearch.methods import netadjust as na
+from widthsearch.space import SpaceSpec, build_supernet
+
+
+@pytest.fixture(scope="module")
+def widened():
+    net, spec = build_supernet(SpaceSpec("resnet20", widen=2.0, divisor=1, residual="pad"))
+    return net
+
+
+def test_utilisation_weights_are_width_times_the_flops_slope(widened):
+    space = widened.space
+    config = space.default_config()
+    weights = na.utilisation_weights(space, config)
+    base = space.cost(config).flops
+    for u in space.units:
+        one_more = space.cost({**config, u.name: config[u.name] + 1}).flops - base
+        assert weights[u.name] == pytest.approx(config[u.name] * one_more)
+
+
+def test_drop_rates_equalise_dropped_flops_and_are_clamped():
+    rates = na.drop_rates({"a": 100.0, "b": 300.0, "c": 1.0}, p0=0.05, max_rate=0.9)
+    mean = (100 + 300 + 1) / 3
+    assert rates["a"] == pytest.approx(0.05 * mean / 100) and rates["b"] == pytest.approx(0.05 * mean / 300)
+    assert rates["a"] * 100 == pytest.approx(rates["b"] * 300)  # the same expected FLOPs dropped
+    assert rates["c"] == 0.9  # unclamped it would be 6.7: the official code divides by 1 - p < 0 then
+    with pytest.raises(UserError):
+        na.drop_rates({"a": 1.0}, p0=1.5)
+
+
+def test_channel_dropout_keeps_whole_channels_and_rescales():
+    draw = na.channel_dropout(0.25, torch.Generator().manual_seed(0))
+    mask = draw(4000, 8, torch.device("cpu"))
+    assert mask.shape == (4000, 8)
+    assert torch.equal(mask.unique(), torch.tensor([0.0, 1 / 0.75]))
+    assert float(mask.mean()) == pytest.approx(1.0, abs=0.03)  # unbiased in expectation
+
+
+def test_rescale_hits_the_flops_within_one_percent(widened):
+    space = widened.space
+    original = space.default_config()
+    target = space.cost(original).flops
+    rng = random.Random(1)
+    for _ in range(5):
+        shaken = {name: max(4, int(w * rng.uniform(0.5, 1.6))) for name, w in original.items()}
+        scaled = na.rescale_to_flops(space, shaken, target)
+        assert abs(space.cost(scaled).flops - target) <= 0.01 * target
+
+
+def test_adjust_moves_channels_from_the_bottom_to_the_top():
+    config = {"a": 16, "b": 16, "c": 32, "d": 8}
+    fur = {"a": 0.5, "b": 0.1, "c": 0.3, "d": -0.2}
+    new = na.adjust_widths(config, fur, original=config, maximum={n: 64 for n in config}, k=2, a_lr=0.25, a_decay=0.05)
+    assert new["a"] == 16 + round(0.25 * 16) and new["c"] == 32 + round(0.20 * 32)
+    assert new["d"] == 8 - round(0.25 * 8) and new["b"] == 16 - round(0.20 * 16)
+    floored = na.adjust_widths({"a": 5, "b": 5}, {"a": 1.0, "b": 0.0}, {"a": 40, "b": 40}, {"a": 64, "b": 64},
+                               k=1, a_lr=0.5, a_decay=0.0, floor=4)
+    assert floored == {"a": 25, "b": 4}
+    assert [na.moves_this_round(r, 6, 0.5) for r in range(5)] == [6, 6, 5, 5, 4]
+
+
+def test_fur_probe_is_reproducible_and_hurts_when_channels_drop():
+    torch.manual_seed(0)
+    net, _ = build_supernet(SpaceSpec("tiny_cnn", groups=4, input_shape=(1, 8, 8), num_classes=10))
+    x = torch.randn(64, 1, 8, 8)
+    y = torch.randint(0, 10, (64,))
+    rates = {u.name: 0.5 for u in net.space.units}
+    first = na.fur_probe(net, x, y, rates, passes=3, seed=0)
+    again = na.fur_probe(net, x, y, rates, passes=3, seed=0)
+    assert first == again and set(first) == set(rates)
+    assert all(len(v) == 3 for v in first.values())
+    other = na.fur_probe(net, x, y, rates, passes=3, seed=1)
+    assert other != first
