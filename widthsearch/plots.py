@@ -65,3 +65,28 @@ def plot_widths(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def plot_adjust_widths(
+    unit_names: Sequence[str], original: Sequence[int], series: Sequence[tuple[str, Sequence[int]]], path: str | Path
+) -> Path:
+    """Network Adjustment: channels per unit in each round (and the final config) against the original."""
+    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(unit_names)), 4.2))
+    xs = range(len(unit_names))
+    ax.plot(xs, original, "k--", lw=1.2, label="original")
+    cmap = plt.get_cmap("viridis")
+    for i, (label, widths) in enumerate(series):
+        last = i == len(series) - 1
+        ax.plot(xs, widths, "o-" if last else "-", color="C3" if last else cmap(i / max(1, len(series) - 1)),
+                ms=3, lw=1.6 if last else 0.9, alpha=1.0 if last else 0.6, label=label)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(unit_names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("channels")
+    ax.set_title("Network Adjustment: channels per unit by round (same FLOPs as the original)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -14,7 +14,10 @@ zero-padded sums (``residual="pad"``).
 """
 from __future__ import annotations
 
+import csv
+import json
 import math
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -23,6 +26,7 @@ from torch import Tensor, nn
 from widthsearch.data import mix_seed
 from widthsearch.errors import UserError
 from widthsearch.space import ChannelSpace, Supernet
+from widthsearch.training.loop import write_json_atomic
 
 #: the official CIFAR schedule: k layers move per round (k0 decaying by k_decay per round), the
 #: i-th ranked layer moves a_i = max(a_lr - i * a_decay, 0) of its *original* width
@@ -186,3 +190,239 @@ def rescale_to_flops(
         raise UserError(f"rescaling reached FLOPs only within {100 * error:.2f}% of the target "
                         f"(tolerance {100 * tolerance:g}%); use a finer space (--divisor 1)")
     return best
+
+
+# ---- rounds: train -> probe -> adjust, resumable ------------------------------------------------------
+STATE_FILE = "adjust_state.json"
+STATE_VERSION = 1
+STAGES = ("train", "probe", "adjust")
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Rank correlation (average ranks for ties); None for fewer than 3 items or a constant side."""
+    if len(a) < 3:
+        return None
+
+    def ranks(values: Sequence[float]) -> list[float]:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        result = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                result[order[k]] = (i + j) / 2
+            i = j + 1
+        return result
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va = sum((x - ma) ** 2 for x in ra)
+    vb = sum((y - mb) ** 2 for y in rb)
+    return None if va == 0 or vb == 0 else cov / math.sqrt(va * vb)
+
+
+def fur_stability(increases: Mapping[str, Sequence[float]]) -> float | None:
+    """Spearman correlation of the FUR ranking from the first half of the passes with the second half."""
+    passes = min(len(v) for v in increases.values()) if increases else 0
+    if passes < 2:
+        return None
+    half = passes // 2
+    names = sorted(increases)
+    first = [sum(increases[n][:half]) / half for n in names]
+    second = [sum(increases[n][half:]) / (passes - half) for n in names]
+    return spearman(first, second)
+
+
+ADJUST_DEFAULTS: dict = {
+    "model": "tiny_cnn",
+    "data": "digits",
+    "width_mult": 1.0,
+    "widen": 2.0,
+    "residual": "pad",
+    "rounds": 3,
+    "epochs": 8,
+    "batch_size": 128,
+    "lr": 0.1,
+    "seed": 0,
+    "heldout_fraction": 0.1,
+    "probe_images": 5000,
+    "threads": None,
+    "device": "auto",
+    **DEFAULTS,
+}
+#: settings that may differ on --resume (they do not change the computation)
+_RESUMABLE = {"threads", "device"}
+
+
+def _load_state(out: Path, settings: Mapping, resume: bool) -> dict | None:
+    path = out / STATE_FILE
+    if path.exists() and not resume:
+        raise UserError(f"{out} already holds an adjustment ({STATE_FILE}); use --resume to continue or another --out")
+    if not (resume and path.exists()):
+        return None
+    state = json.loads(path.read_text())
+    if state.get("version") != STATE_VERSION:
+        raise UserError(f"{path} was written by another version of widthsearch")
+    saved = state["settings"]
+    for key, value in settings.items():
+        if key not in _RESUMABLE and key != "rounds" and saved.get(key) != value:
+            raise UserError(f"--{key.replace('_', '-')} {value} differs from the saved run's {saved.get(key)}; "
+                            "resume with the same settings or use a new --out")
+    return state
+
+
+def _heldout_probe_set(data, images: int, seed: int) -> tuple[Tensor, Tensor]:
+    """A fixed, seeded subset of the held-out training images (never the test set, no augmentation)."""
+    held = data.heldout
+    if len(held) == 0:
+        raise UserError("the FUR probe needs held-out images: --heldout-fraction must be above 0")
+    order = torch.randperm(len(held), generator=torch.Generator().manual_seed(seed))
+    keep = torch.sort(order[: max(1, images)]).values
+    return held.x[keep], held.y[keep]
+
+
+def run_rounds(
+    settings: Mapping,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    echo: Callable[[str], None] | None = None,
+    train_fn: Callable[..., dict] | None = None,
+    stop_after: Callable[[int, str], bool] | None = None,
+) -> dict:
+    """Network Adjustment rounds in ``out_dir``; returns the JSON summary.
+
+    Per round: train the network at the current widths from scratch (``rounds/<r>/train``), probe
+    every unit's FUR on held-out images, move channels and rescale to the original FLOPs. The state
+    is saved atomically after each stage, so a killed run resumes where it stopped (a round's
+    training resumes from its own checkpoint). ``stop_after(round, stage)`` returning True ends
+    the call after that stage (tests use it to interrupt). ``train_fn(config_path, out, resume,
+    progress)`` trains one network and returns its result (default: :func:`train_network`).
+    """
+    from widthsearch.data import load_data
+    from widthsearch.space import SpaceSpec, build_supernet
+    from widthsearch.space.config import save_config
+
+    s = {**ADJUST_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    out = Path(out_dir)
+    state = _load_state(out, s, resume)
+    if state is not None and int(settings.get("rounds") or state["settings"]["rounds"]) < state["round"]:
+        raise UserError(f"the saved run already did {state['round']} rounds, more than --rounds {settings['rounds']}")
+    data = load_data(s["data"], s["heldout_fraction"], s["seed"], augment="none")
+    spec = SpaceSpec(s["model"], float(s["width_mult"]), int(data.num_classes), tuple(data.input_shape),
+                     groups=None, divisor=1, residual=s["residual"], widen=float(s["widen"]))
+    net, spec = build_supernet(spec)
+    space = net.space
+    original = space.default_config()
+    if state is None:
+        state = {"version": STATE_VERSION, "settings": s, "spec": spec.to_dict(), "original": original,
+                 "original_flops": space.cost(original).flops, "round": 0, "stage": "train", "config": original,
+                 "pending": None, "rounds": []}
+    state["settings"]["rounds"] = s["rounds"]
+    out.mkdir(parents=True, exist_ok=True)
+    train = train_fn or _train_network
+    x, y = _heldout_probe_set(data, int(s["probe_images"]), int(s["seed"]))
+    maximum = {u.name: u.max for u in space.units}
+
+    def save() -> None:
+        write_json_atomic(out / STATE_FILE, state)
+
+    while state["round"] < s["rounds"]:
+        r, config = state["round"], state["config"]
+        folder = out / "rounds" / str(r + 1)
+        if state["stage"] == "train":
+            if echo:
+                echo(f"round {r + 1}/{s['rounds']}: train {space.cost(config).flops / 1e6:.2f}M FLOPs for {s['epochs']} epochs")
+            path = save_config(folder / "config.yaml", space, config, model=s["model"], space=spec.to_dict(),
+                               round=r + 1)
+            result = train(path, folder / "train", resume=(folder / "train" / "model.pt").exists(), progress=progress,
+                           settings=s)
+            state["pending"] = {"checkpoint": result["checkpoint"], "heldout_accuracy": result.get("heldout_accuracy"),
+                                "accuracy": result.get("accuracy")}
+            state["stage"] = "probe"
+            save()
+            if stop_after and stop_after(r, "train"):
+                return state
+        if state["stage"] == "probe":
+            if echo:
+                echo(f"round {r + 1}/{s['rounds']}: FUR probe, {s['passes']} passes on {len(y)} held-out images")
+            _load_round_weights(net, config, state["pending"]["checkpoint"])
+            rates = drop_rates(utilisation_weights(space, config), float(s["p0"]), float(s["max_rate"]))
+            increases = fur_probe(net, x, y, rates, passes=int(s["passes"]), seed=mix_seed(int(s["seed"]), r, 17))
+            state["pending"].update(rates=rates, increases=increases)
+            state["stage"] = "adjust"
+            save()
+            if stop_after and stop_after(r, "probe"):
+                return state
+        if state["stage"] == "adjust":
+            pending = state["pending"]
+            fur = fur_of(pending["increases"])
+            k = moves_this_round(r, int(s["k0"]), float(s["k_decay"]))
+            moved = adjust_widths(config, fur, original, maximum, k=k, a_lr=float(s["a_lr"]),
+                                  a_decay=float(s["a_decay"]), floor=int(s["floor"]))
+            new = rescale_to_flops(space, moved, state["original_flops"], tolerance=float(s["tolerance"]),
+                                   floor=int(s["floor"]))
+            cost = space.cost(config)
+            state["rounds"].append({
+                "round": r + 1, "flops": cost.flops, "params": cost.params, "widths": dict(config),
+                "heldout_accuracy": pending["heldout_accuracy"], "test_accuracy": pending["accuracy"],
+                "fur": fur, "drop_rates": pending["rates"], "fur_stability": fur_stability(pending["increases"]),
+                "moves": k, "next_widths": new,
+            })
+            state.update(config=new, round=r + 1, stage="train", pending=None)
+            save()
+            if stop_after and stop_after(r, "adjust"):
+                return state
+    return _write_outputs(out, state, space, spec, s)
+
+
+def _train_network(config_path: Path, out: Path, *, resume: bool, progress: bool, settings: Mapping) -> dict:
+    from widthsearch.training.retrain import train_network
+
+    recipe = {"model": settings["model"], "data": settings["data"], "epochs": settings["epochs"],
+              "batch_size": settings["batch_size"], "lr": settings["lr"], "seed": settings["seed"],
+              "heldout_fraction": settings["heldout_fraction"], "threads": settings["threads"],
+              "device": settings["device"]}
+    return train_network(recipe, out, channels=None if resume else config_path, resume=resume, progress=progress)
+
+
+def _load_round_weights(net: Supernet, config: Mapping[str, int], checkpoint: str) -> None:
+    """Put a round's trained static network into the supernet at that round's widths."""
+    from widthsearch.training.retrain import load_trained
+
+    static, _meta = load_trained(checkpoint)
+    net.set_config(config)
+    net.load_static(static)
+
+
+def _write_outputs(out: Path, state: Mapping, space: ChannelSpace, spec, s: Mapping) -> dict:
+    from widthsearch.plots import plot_adjust_widths
+    from widthsearch.space.config import save_config
+
+    final = state["config"]
+    cost = space.cost(final)
+    path = save_config(out / "final.yaml", space, final, model=s["model"], space=spec.to_dict(),
+                       original_flops=state["original_flops"], rounds=len(state["rounds"]))
+    names = [u.name for u in space.units]
+    with open(out / "rounds.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["round", "flops", "params", "heldout_accuracy", "fur_stability", "moves"]
+                        + [f"width:{n}" for n in names] + [f"fur:{n}" for n in names])
+        for row in state["rounds"]:
+            writer.writerow([row["round"], row["flops"], row["params"], row["heldout_accuracy"], row["fur_stability"],
+                             row["moves"]] + [row["widths"][n] for n in names] + [row["fur"].get(n, "") for n in names])
+    series = [(f"round {row['round']}", [row["widths"][n] for n in names]) for row in state["rounds"]]
+    series.append(("final", [final[n] for n in names]))
+    plot_adjust_widths(names, [state["original"][n] for n in names], series, out / "widths.png")
+    summary = {
+        "config": str(path), "flops": cost.flops, "original_flops": state["original_flops"], "params": cost.params,
+        "original_params": space.cost(state["original"]).params, "units": len(space.units),
+        "residual": spec.residual, "rounds": state["rounds"], "rounds_csv": str(out / "rounds.csv"),
+        "plot": str(out / "widths.png"),
+    }
+    write_json_atomic(out / "adjust.json", summary)
+    return summary
