@@ -238,3 +238,38 @@ def test_load_static_is_the_inverse_of_export(residual):
     first = net.space.units[1].name  # a left-aligned unit
     w_new, w_old = changed.get_submodule(first).weight, untouched.get_submodule(first).weight
     assert torch.equal(w_new[subnet[first]:], w_old[subnet[first]:]) and not torch.equal(w_new, w_old)
+
+
+def test_bilateral_score_is_the_mean_of_both_sides_each_calibrated():
+    from widthsearch.training.evaluate import make_supernet_evaluator
+
+    torch.manual_seed(0)
+    net = Supernet(build_model("tiny_cnn", num_classes=10), torch.randn(1, 1, 8, 8), groups=4)
+    randomise_batch_norms(net.model, seed=2)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    config = net.space.min_config()
+    scores = {side: make_supernet_evaluator(net, x, y, align=side, metric="loss")(config) for side in ("left", "right", "both")}
+    assert scores["left"] != scores["right"]
+    assert scores["both"] == pytest.approx((scores["left"] + scores["right"]) / 2)
+    with pytest.raises(UserError):
+        make_supernet_evaluator(net, x, y, align="middle")
+
+
+@pytest.mark.parametrize("name,residual", [("cbm_mobilenet", "tie"), ("resnet20", "pad"), ("resnet20", "tie")])
+def test_expected_flops_matches_monte_carlo(name, residual):
+    net, _ = build_supernet(SpaceSpec(name, groups=4, residual=residual))
+    space = net.space
+    gen = torch.Generator().manual_seed(0)
+    probs = {u.name: torch.softmax(torch.randn(len(u.choices), generator=gen), 0) for u in space.units}
+    exact = float(space.expected_flops(probs))
+    rng = random.Random(0)
+    samples = []
+    for _ in range(4000):
+        config = {u.name: rng.choices(u.choices, weights=probs[u.name].tolist())[0] for u in space.units}
+        samples.append(space.cost(config).flops)
+    mean = sum(samples) / len(samples)
+    std = (sum((s - mean) ** 2 for s in samples) / len(samples)) ** 0.5
+    assert abs(exact - mean) < 4 * std / len(samples) ** 0.5, (exact, mean)
+    # a point mass gives the cost of that config exactly
+    point = {u.name: torch.nn.functional.one_hot(torch.tensor(1), len(u.choices)).double() for u in space.units}
+    assert float(space.expected_flops(point)) == pytest.approx(space.cost({u.name: u.choices[1] for u in space.units}).flops)

@@ -264,6 +264,61 @@ class ChannelSpace:
             gradient[unit.name] = g
         return gradient
 
+    def expected_flops(self, probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """E[FLOPs] when every unit draws its width independently: ``probs[u]`` over ``u.choices``.
+
+        Exact and differentiable (BCNetV2's prior fit): each layer contributes ``k * c_in * c_out``,
+        and the two sides are independent unless they hold the same unit, where ``E[c^2]`` enters.
+        A zero-padded sum is the maximum of its members, whose distribution is exact too. Left-
+        aligned widths are assumed.
+        """
+        moments = self._width_moments(probs)
+        total = torch.zeros((), dtype=torch.float64)
+        for cin_spec, cout_spec, flops_per_pair, _params, _per_out in self._cost_terms:
+            if not flops_per_pair:
+                continue
+            mean_in, mean_out = self._expected_active(cin_spec, moments), self._expected_active(cout_spec, moments)
+            term = mean_in * mean_out
+            if not isinstance(cin_spec, int) and not isinstance(cout_spec, int):
+                for a in cin_spec:  # a unit on both sides: E[c*c] = E[c]^2 + Var(c)
+                    for b in cout_spec:
+                        if a.unit == b.unit:
+                            term = term + a.repeat * b.repeat * (moments[a.unit][1] - moments[a.unit][0] ** 2)
+            total = total + flops_per_pair * term
+        return total
+
+    def _width_moments(self, probs: Mapping[str, torch.Tensor]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per root: (E[w], E[w^2]) under independent per-unit choices; fixed roots are constants."""
+        moments: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        dists: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for root, length in self.analysis.unit_length.items():
+            value = torch.tensor(float(length), dtype=torch.float64)
+            moments[root] = (value, value * value)
+            dists[root] = (value.reshape(1), torch.ones(1, dtype=torch.float64))
+        for unit in self.units:
+            p = probs[unit.name].to(torch.float64)
+            if p.shape != (len(unit.choices),):
+                raise ConfigError(f"unit {unit.name!r}: {len(unit.choices)} probabilities expected, got {tuple(p.shape)}")
+            widths = torch.tensor(unit.choices, dtype=torch.float64)
+            root = self._root_of[unit.name]
+            moments[root] = ((p * widths).sum(), (p * widths * widths).sum())
+            dists[root] = (widths, p)
+        for join, members in self.analysis.joins.items():
+            support = torch.unique(torch.cat([dists[m][0] for m in members]))
+            below = torch.ones(len(support), dtype=torch.float64)  # P(max <= t) = prod_m P(w_m <= t)
+            for m in members:
+                values, p = dists[m]
+                below = below * (p[None, :] * (values[None, :] <= support[:, None])).sum(1)
+            mass = torch.diff(below, prepend=torch.zeros(1, dtype=torch.float64))
+            moments[join] = ((mass * support).sum(), (mass * support * support).sum())
+        return moments
+
+    @staticmethod
+    def _expected_active(spec: "Desc | int", moments: Mapping[int, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        if isinstance(spec, int):
+            return torch.tensor(float(spec), dtype=torch.float64)
+        return sum((moments[seg.unit][0] * seg.repeat for seg in spec), torch.zeros((), dtype=torch.float64))
+
     def key(self, config: Mapping[str, int]) -> tuple[int, ...]:
         """A hashable form of a config, in unit order."""
         return tuple(config[u.name] for u in self.units)

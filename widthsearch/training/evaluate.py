@@ -167,15 +167,23 @@ def supernet_metrics(
     bn: str = "calibrate",
     calib: Iterable[Tensor] | None = None,
     batch_size: int | None = None,
-    align: str = "left",
+    align: str | None = "left",
 ) -> dict[str, float]:
     """``{"accuracy": 0..1, "loss": mean cross-entropy}`` of ``net`` at ``config``, in one pass.
 
-    See the module docstring for ``bn``. Side-effect free.
+    See the module docstring for ``bn``. ``align``: ``"left"``/``"right"`` runs every unit on that
+    side; ``"both"`` is BCNet's bilateral score, the mean of the left and the right sub-network's
+    metrics, each side with its own BN statistics; ``None`` keeps a :class:`Subnet`'s own
+    selectors. Side-effect free.
     """
     _check_bn_mode(bn)
     if len(y) == 0:
         raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
+    if align == "both":
+        sides = [supernet_metrics(net, config, x, y, bn=bn, calib=calib, batch_size=batch_size, align=side)
+                 for side in ("left", "right")]
+        return {key: (sides[0][key] + sides[1][key]) / 2 for key in sides[0]}
+    check_align(align)
     model = net.model
     with preserve_bn_state(model), net.using(config, align=align):
         if bn == "calibrate":
@@ -192,6 +200,15 @@ def supernet_metrics(
 def supernet_accuracy(net, config: Mapping[str, int], x: Tensor, y: Tensor, **kwargs) -> float:
     """Accuracy (0..1) of ``net`` at ``config``; keywords as :func:`supernet_metrics`."""
     return supernet_metrics(net, config, x, y, **kwargs)["accuracy"]
+
+
+#: how an evaluator aligns a config's channels ("both": BCNet's mean of the two sides)
+ALIGNS = ("left", "right", "both")
+
+
+def check_align(align: str | None) -> None:
+    if align is not None and align not in ALIGNS:
+        raise UserError(f"align must be one of {', '.join(ALIGNS)}, got {align!r}")
 
 
 def check_metric(metric: str) -> None:
@@ -231,6 +248,7 @@ def make_supernet_evaluator(
     """
     _check_bn_mode(bn)
     check_metric(metric)  # now, not at the first call
+    check_align(align)
     if len(y) == 0:
         raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
     calib: list[Tensor] | None = None
@@ -287,7 +305,9 @@ def heldout_eval_set(meta: Mapping, bn: str, images: int, calib_images: int = DE
     return x, y, calib, data
 
 
-def supernet_evaluator(net, meta: Mapping, bn: str, images: int, calib_images: int = DEFAULT_CALIB_IMAGES):
-    """(evaluator, data): accuracy of a config on :func:`heldout_eval_set`'s images."""
+def supernet_evaluator(net, meta: Mapping, bn: str, images: int, calib_images: int = DEFAULT_CALIB_IMAGES,
+                       align: str = "left"):
+    """(evaluator, data): accuracy of a config on :func:`heldout_eval_set`'s images (``align`` as
+    :func:`supernet_metrics`; "both" for BCNet's bilateral score)."""
     x, y, calib, data = heldout_eval_set(meta, bn, images, calib_images)
-    return make_supernet_evaluator(net, x, y, bn=bn, calib_batches=calib, batch_size=len(y)), data
+    return make_supernet_evaluator(net, x, y, bn=bn, calib_batches=calib, batch_size=len(y), align=align), data
