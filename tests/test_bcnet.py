@@ -1,0 +1,95 @@
+"""BCNet / BCNetV2 pieces: complementary widths, fairness of bilateral pairs, loss records, prior."""
+import random
+
+import pytest
+import torch
+
+from widthsearch.errors import UserError
+from widthsearch.methods import bcnet
+from widthsearch.space import SpaceSpec, build_supernet
+
+
+@pytest.fixture(scope="module")
+def cbm():
+    return build_supernet(SpaceSpec("cbm_mobilenet", groups=4))[0].space
+
+
+def _bin_usage(unit, steps, groups, bilateral):
+    """How often each of the unit's ``groups`` bins runs per step, over ``steps`` (tuples of widths)."""
+    usage = [0.0] * groups
+    count = 0
+    for widths in steps:
+        for c in widths:
+            used = round(c * groups / unit.max)
+            sides = [range(used), range(groups - used, groups)] if bilateral else [range(used)]
+            for side in sides:
+                for b in side:
+                    usage[b] += 1 / len(sides)
+            count += 1
+    return [u / count for u in usage]
+
+
+def test_complement_is_physical_width_minus_c_and_max_stays(cbm):
+    unit = cbm.units[1]
+    q = unit.max // 4
+    config = {u.name: u.choices[0] for u in cbm.units}
+    assert bcnet.complement(cbm, config)[unit.name] == 3 * q
+    assert bcnet.complement(cbm, {**config, unit.name: 2 * q})[unit.name] == 2 * q
+    assert bcnet.complement(cbm, {**config, unit.name: 3 * q})[unit.name] == q
+    assert bcnet.complement(cbm, {**config, unit.name: 4 * q})[unit.name] == 4 * q  # not the official B-c-1
+
+
+def test_bilateral_complementary_pairs_train_every_bin_equally(cbm):
+    unit = cbm.units[1]
+    pairs = []
+    for c in unit.choices:  # uniform over widths, each followed by its complement
+        config = {u.name: u.choices[0] for u in cbm.units}
+        config[unit.name] = c
+        pairs.append((c, bcnet.complement(cbm, config)[unit.name]))
+    bilateral = _bin_usage(unit, pairs, 4, bilateral=True)
+    assert max(bilateral) - min(bilateral) < 1e-9
+    unilateral = _bin_usage(unit, [(c,) for c in unit.choices], 4, bilateral=False)
+    assert unilateral == pytest.approx([1, 0.75, 0.5, 0.25])
+
+
+def test_enlarged_bcnetv2_complement_is_m_plus_b_minus_c():
+    space = build_supernet(SpaceSpec("cbm_mobilenet", groups=6, bins=(2, 4), widen=1.5))[0].space
+    unit = space.units[0]
+    step = unit.max // 6
+    for bins_used, expected in ((2, 4), (3, 3), (4, 2)):
+        config = {u.name: u.choices[0] for u in space.units}
+        config[unit.name] = bins_used * step
+        assert bcnet.complement(space, config)[unit.name] == expected * step
+
+
+def test_loss_records_keep_the_lowest_and_survive_a_round_trip():
+    records = bcnet.LossRecords(capacity=3)
+    for i, loss in enumerate([5.0, 1.0, 4.0, 0.5, 3.0, 2.0]):
+        records.push(loss, {"u": i})
+    assert [loss for loss, _ in records.records()] == [0.5, 1.0, 2.0]
+    again = bcnet.LossRecords()
+    again.load_state_dict(records.state_dict())
+    assert again.records() == records.records()
+    again.push(0.1, {"u": 9})
+    assert again.records()[0] == (0.1, {"u": 9}) and len(again) == 3
+
+
+def test_prior_prefers_low_loss_widths_and_meets_the_flops_target(cbm):
+    rng = random.Random(0)
+    top = {u.name: u.top for u in cbm.units}
+    # synthetic records: the first unit is better wide, the rest do not matter
+    first = cbm.units[0].name
+    records = []
+    for _ in range(200):
+        config = cbm.random_config(rng)
+        records.append((1.0 - 0.1 * cbm.units[0].choices.index(config[first]) + 0.01 * rng.random(), config))
+    target = cbm.cost(top).flops * 0.5
+    prior = bcnet.fit_prior(cbm, records, target, steps=400, lr=0.05)
+    assert prior[first][-1] > prior[first][0]
+    probs = {n: torch.tensor(p) for n, p in prior.items()}
+    assert float(cbm.expected_flops(probs)) == pytest.approx(0.9 * target, rel=0.05)
+    population = bcnet.prior_population(cbm, prior, target, 20, random.Random(1))
+    assert len({cbm.key(c) for c in population}) == 20
+    assert all(0.8 * target <= cbm.cost(c).flops <= target for c in population)
+    with pytest.raises(UserError):
+        bcnet.fit_prior(cbm, [], target)
