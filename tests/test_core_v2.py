@@ -273,3 +273,14 @@ def test_expected_flops_matches_monte_carlo(name, residual):
     # a point mass gives the cost of that config exactly
     point = {u.name: torch.nn.functional.one_hot(torch.tensor(1), len(u.choices)).double() for u in space.units}
     assert float(space.expected_flops(point)) == pytest.approx(space.cost({u.name: u.choices[1] for u in space.units}).flops)
+
+
+def test_an_exported_pad_net_can_be_costed_and_rewrapped():
+    x = torch.randn(1, 3, 32, 32)
+    net = Supernet(build_model("resnet20"), x, groups=4, residual="pad")
+    config = net.space.random_config(random.Random(4))
+    static = net.export(config)
+    counted = ChannelSpace.from_model(static, x, groups=1).cost()
+    assert counted == net.space.cost(config)
+    again = Supernet(net.model, x, groups=4, residual="tie")  # a converted model traces again
+    assert again.space.units

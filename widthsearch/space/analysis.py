@@ -183,10 +183,21 @@ class _UnionFind:
         return root
 
 
+class _Tracer(torch.fx.Tracer):
+    """fx's tracer, with widthsearch's dynamic layers as leaves (a converted model traces again)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        from widthsearch.space.dynamic import DYNAMIC_TYPES, PadAdd
+
+        return isinstance(m, (*DYNAMIC_TYPES, PadAdd)) or super().is_leaf_module(m, module_qualified_name)
+
+
 def trace(model: nn.Module) -> torch.fx.GraphModule:
     """Symbolically trace ``model``; a failure becomes an AnalysisError naming the model."""
     try:
-        return torch.fx.symbolic_trace(model)
+        graph = _Tracer().trace(model)
+        name = model.__class__.__name__ if isinstance(model, nn.Module) else model.__name__
+        return torch.fx.GraphModule(model, graph, name)
     except Exception as exc:  # fx raises many kinds; all mean "this forward is not traceable"
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AnalysisError(
@@ -324,6 +335,8 @@ class _Analyser:
             return self.passthrough(node)
         if isinstance(module, nn.PReLU) and module.num_parameters == 1:
             return self.passthrough(node)
+        if type(module).__name__ == "PadAdd":
+            return self.frozen_pad_add(node)
         raise self.fail(
             node,
             f"layer type {type(module).__name__} is not supported for channel search "
@@ -445,6 +458,17 @@ class _Analyser:
             if 1 - offset >= 0 and arg_shape[1 - offset] != 1:
                 raise self.fail(node, f"'{arg.name}' varies along channels but is not traced to a layer")
         return result
+
+    def frozen_pad_add(self, node: torch.fx.Node) -> Desc:
+        """A zero-padded sum inside an already exported net: its operands and result keep their
+        widths (they were chosen when it was exported), so all of them are fixed."""
+        for arg in _iter_nodes(node.args):
+            if arg in self.desc:
+                self.fix(self.desc[arg])
+        shape = _shape(node)
+        if shape is None or len(shape) < 2:
+            raise self.fail(node, "result has no channel dimension")
+        return self.new_source(shape[1], fixed=True)
 
     def joinable(self, node: torch.fx.Node, wide: list[torch.fx.Node]) -> bool:
         """An add/sub of two single-source tensors of different sources (else it is tied)."""
