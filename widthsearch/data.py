@@ -37,7 +37,6 @@ import math
 import os
 import pickle
 import tarfile
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ import torch
 from torch import Tensor
 
 from widthsearch.errors import UserError
+from widthsearch.io import savez_atomic
 
 __all__ = [
     "Augment",
@@ -651,14 +651,6 @@ def _decode_tree(files: dict, what: str, path: Path):
 
 def _write_cache(target: Path, **arrays) -> None:
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        savez_atomic(target, **arrays)
     except OSError:
         pass  # caching is an optimisation; an unwritable cache directory is not an error
