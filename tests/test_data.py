@@ -132,9 +132,9 @@ def test_image_folder_tree_archive_and_cache(tmp_path, monkeypatch):
     assert list((tmp_path / "cache").glob("cifar10-*.npz")), "decoded arrays are cached"
 
     # the cached arrays are used the second time: decoding is not called again
-    import widthsearch.data as data_mod
+    import widthsearch.data.images as images_mod
 
-    monkeypatch.setattr(data_mod, "_decode_tree", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    monkeypatch.setattr(images_mod, "decode_tree", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
     again = load_data(f"cifar10:{root}")
     assert torch.equal(again.test.x, d.test.x)
     monkeypatch.undo()
