@@ -159,12 +159,42 @@ def test_image_folder_val_split_and_resize(tmp_path):
     assert d.input_shape == (3, 12, 12) and len(d.train) == 7 and len(d.test) == 6
 
 
-def test_corrupt_image_is_a_user_error(tmp_path):
+def _one_line_error(spec):
+    with pytest.raises(UserError) as info:
+        load_data(spec)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_corrupt_image_is_a_one_line_error_naming_the_file(tmp_path):
     root = tmp_path / "imgs"
     _image_tree(root)
     (root / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    with pytest.raises(UserError, match="cannot decode"):
-        load_data(f"imagefolder:{root}")
+    message = _one_line_error(f"imagefolder:{root}")
+    assert "cannot decode" in message and str(root / "train" / "cat" / "broken.jpg") in message
+    assert "BytesIO" not in message
+    # the same image inside an archive: named by its member path and the archive
+    archive = tmp_path / "imgs.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(root, arcname="top")
+    message = _one_line_error(f"imagefolder:{archive}")
+    assert "top/train/cat/broken.jpg" in message and str(archive) in message and "BytesIO" not in message
+
+
+def test_corrupt_or_truncated_archive_is_a_one_line_error_naming_it(tmp_path):
+    root = tmp_path / "imgs"
+    _image_tree(root)
+    good = tmp_path / "good.tar.gz"
+    with tarfile.open(good, "w:gz") as tf:
+        tf.add(root, arcname="top")
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"not a tar archive at all " * 40)
+    for archive in (truncated, garbage):
+        message = _one_line_error(f"imagefolder:{archive}")
+        assert str(archive) in message and "archive" in message
 
 
 def test_fashion_mnist_real_file():
