@@ -1,10 +1,16 @@
 """CIFAR-10 from the python-pickle batches folder (``data_batch_1`` .. ``data_batch_5``,
-``test_batch``), or from a class-folder tree / ``.tar.gz`` of 32x32 images."""
+``test_batch``), or from a class-folder tree / ``.tar.gz`` of 32x32 images.
+
+The batches are unpickled with an allow-list (numpy arrays and plain data only), so a crafted
+batch file cannot run code: it is refused with a one-line error instead.
+"""
 
 from __future__ import annotations
 
+import codecs
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,11 +44,10 @@ def _read_cifar_pickles(folder: Path):
         f = folder / name
         if not f.exists():
             raise UserError(f"cifar10: {f} is missing")
-        try:
-            with open(f, "rb") as fh:
-                return pickle.load(fh, encoding="bytes")
-        except Exception as exc:
-            raise UserError(f"cifar10: cannot read {f} ({type(exc).__name__})") from None
+        batch = _load_batch(f)
+        if not isinstance(batch, dict):
+            raise UserError(f"cifar10: {f} holds a {type(batch).__name__}, not a dict with 'data' and 'labels'")
+        return batch
 
     def arrays(d: dict, name: str):
         data = d.get(b"data", d.get("data"))
@@ -62,10 +67,73 @@ def _read_cifar_pickles(folder: Path):
     meta = folder / "batches.meta"
     if meta.exists():
         try:
-            with open(meta, "rb") as fh:
-                names = pickle.load(fh, encoding="bytes").get(b"label_names")
+            names = _load_batch(meta).get(b"label_names")
             if names and len(names) == 10:
                 classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        except _UnsafePickle:
+            raise  # an optional file, but one that tries to run code is not silently skipped
         except Exception:
-            pass
+            pass  # the class names are optional: keep the standard ones
     return xtr, ytr, xte, yte, classes
+
+
+# The python batches are pickles, and unpickling may call any function the file names. A CIFAR
+# batch needs only numpy arrays plus plain containers; these are the globals numpy's pickles name
+# to rebuild arrays (``numpy.core`` before numpy 2, ``numpy._core`` after; ``scalar`` for numpy
+# numbers such as int64 labels, ``_frombuffer`` for pickle protocol 5). Each maps to the object of
+# the installed numpy, so a numpy 1 pickle is read by numpy 2 without importing its old module.
+# ``_codecs.encode`` is how Python 3 writes bytes under protocols 0-2 (it only encodes a string).
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric
+    found = {
+        "multiarray._reconstruct": multiarray._reconstruct,
+        "multiarray.scalar": multiarray.scalar,
+        "numeric._frombuffer": numeric._frombuffer,
+    }
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
+    }
+    for qualified, obj in found.items():
+        module, name = qualified.split(".")
+        for package in ("numpy.core", "numpy._core"):
+            allowed[(f"{package}.{module}", name)] = obj
+    return allowed
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a function or class outside the allowed numpy ones."""
+
+
+class _UnsafePickle(UserError):
+    """The one-line error for a batch that would call something other than numpy's rebuilders."""
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Reads numpy arrays, lists, dicts, bytes, str and numbers; refuses every other global."""
+
+    _allowed = _allowed_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"{module}.{name}") from None
+
+
+def _load_batch(path: Path) -> Any:
+    """Unpickle a CIFAR python batch without letting it run code; one-line ``UserError`` on failure."""
+    try:
+        with open(path, "rb") as fh:
+            return _ArraysOnlyUnpickler(fh, encoding="bytes").load()
+    except _RefusedGlobal as exc:
+        raise _UnsafePickle(
+            f"cifar10: refusing {path}: it asks to call {exc}, and a CIFAR batch holds only numpy arrays, "
+            "lists, dicts, strings and numbers"
+        ) from None
+    except Exception as exc:
+        raise UserError(f"cifar10: cannot read {path} ({type(exc).__name__})") from None
