@@ -32,6 +32,7 @@ from widthsearch.bench.cbm.scores import load_scores
 from widthsearch.bench.cbm.stats import (
     correlations,
     expected_best_of_n,
+    paired_bootstrap_kendall,
     rank_desc,
     topk_overlap,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "is_key",
     "load_scores",
     "load_table",
+    "paired_bootstrap_kendall",
     "plot_scores",
     "plot_space",
     "rank_desc",
