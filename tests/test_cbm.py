@@ -7,7 +7,13 @@ import pytest
 
 from conftest import shared_path
 from widthsearch.bench import cbm
-from widthsearch.bench.cbm import correlations, expected_best_of_n, load_scores, topk_overlap
+from widthsearch.bench.cbm import (
+    correlations,
+    expected_best_of_n,
+    load_scores,
+    paired_bootstrap_kendall,
+    topk_overlap,
+)
 from widthsearch.cli.main import main
 from widthsearch.errors import UserError
 
@@ -70,6 +76,31 @@ def test_topk_overlap_and_best_of_n():
     assert e["acc"] == pytest.approx(8 / 3) and e["rank"] == pytest.approx((2 + 1 + 1) / 3)
     assert expected_best_of_n([1, 2, 3], 5)["acc"] == pytest.approx(3.0)  # n capped at the set size
     assert expected_best_of_n([5, 5, 1], 1)["rank"] == pytest.approx((1 + 1 + 3) / 3)  # ties share the rank
+
+
+def test_paired_bootstrap_kendall():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=200)
+    noisy = truth + rng.normal(scale=2.0, size=200)
+    same = paired_bootstrap_kendall(noisy, noisy, truth, n=200)
+    assert same["delta_kendall"] == 0.0 and same["delta_ci95"] == [0.0, 0.0] and same["count"] == 200
+    # the truth itself (tau 1) against noise: a clearly positive difference, lower bound above 0
+    better = paired_bootstrap_kendall(truth, rng.normal(size=200), truth, n=300, seed=1)
+    assert better["delta_ci95"][0] > 0.5 and better["delta_ci95"][0] <= better["delta_kendall"] <= better["delta_ci95"][1]
+    # noise against the truth: the sign flips; the same seed gives the same interval
+    worse = paired_bootstrap_kendall(rng.normal(size=200), truth, truth, n=50, seed=3)
+    assert worse["delta_kendall"] < 0 and worse["delta_ci95"][1] < 0
+    assert paired_bootstrap_kendall(noisy, truth, truth, n=50, seed=3) == paired_bootstrap_kendall(noisy, truth, truth, n=50, seed=3)
+
+
+def test_paired_bootstrap_kendall_uses_common_keys():
+    truth = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0}
+    a = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "x": 9.0}  # perfect on its 4 common keys
+    b = {"d": 1.0, "c": 2.0, "b": 3.0, "a": 4.0, "e": 0.0}  # reversed
+    r = paired_bootstrap_kendall(a, b, truth, n=100)
+    assert r["count"] == 4 and r["delta_kendall"] == pytest.approx(2.0)
+    with pytest.raises(UserError, match="in common"):
+        paired_bootstrap_kendall({"a": 1.0}, {"a": 2.0}, truth)
 
 
 def test_load_scores_json_csv(tmp_path):

@@ -132,9 +132,9 @@ def test_image_folder_tree_archive_and_cache(tmp_path, monkeypatch):
     assert list((tmp_path / "cache").glob("cifar10-*.npz")), "decoded arrays are cached"
 
     # the cached arrays are used the second time: decoding is not called again
-    import widthsearch.data as data_mod
+    import widthsearch.data.images as images_mod
 
-    monkeypatch.setattr(data_mod, "_decode_tree", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    monkeypatch.setattr(images_mod, "decode_tree", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
     again = load_data(f"cifar10:{root}")
     assert torch.equal(again.test.x, d.test.x)
     monkeypatch.undo()
@@ -159,12 +159,94 @@ def test_image_folder_val_split_and_resize(tmp_path):
     assert d.input_shape == (3, 12, 12) and len(d.train) == 7 and len(d.test) == 6
 
 
-def test_corrupt_image_is_a_user_error(tmp_path):
+def _one_line_error(spec):
+    with pytest.raises(UserError) as info:
+        load_data(spec)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_corrupt_image_is_a_one_line_error_naming_the_file(tmp_path):
     root = tmp_path / "imgs"
     _image_tree(root)
     (root / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    with pytest.raises(UserError, match="cannot decode"):
-        load_data(f"imagefolder:{root}")
+    message = _one_line_error(f"imagefolder:{root}")
+    assert "cannot decode" in message and str(root / "train" / "cat" / "broken.jpg") in message
+    assert "BytesIO" not in message
+    # the same image inside an archive: named by its member path and the archive
+    archive = tmp_path / "imgs.tar"
+    with tarfile.open(archive, "w") as tf:
+        tf.add(root, arcname="top")
+    message = _one_line_error(f"imagefolder:{archive}")
+    assert "top/train/cat/broken.jpg" in message and str(archive) in message and "BytesIO" not in message
+
+
+def test_corrupt_or_truncated_archive_is_a_one_line_error_naming_it(tmp_path):
+    root = tmp_path / "imgs"
+    _image_tree(root)
+    good = tmp_path / "good.tar.gz"
+    with tarfile.open(good, "w:gz") as tf:
+        tf.add(root, arcname="top")
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"not a tar archive at all " * 40)
+    for archive in (truncated, garbage):
+        message = _one_line_error(f"imagefolder:{archive}")
+        assert str(archive) in message and "archive" in message
+
+
+def _write_batch(path, obj, protocol=pickle.DEFAULT_PROTOCOL):
+    with open(path, "wb") as fh:
+        pickle.dump(obj, fh, protocol=protocol)
+
+
+class _RunsCode:
+    """Unpickling this calls print: the harmless stand-in for os.system in a crafted batch."""
+
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_cifar_batch_that_would_run_code_is_refused(tmp_path, capsys):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar_pickles(folder)
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"extra": _RunsCode()}
+    _write_batch(folder / "data_batch_1", batch)
+    message = _one_line_error(f"cifar10:{folder}")
+    assert "refusing" in message and "data_batch_1" in message and "builtins.print" in message
+    assert "pwned" not in capsys.readouterr().out
+    # the optional batches.meta is read the same way, and a crafted one is not skipped silently
+    _write_cifar_pickles(tmp_path / "clean")
+    _write_batch(tmp_path / "clean" / "batches.meta", {b"label_names": _RunsCode()})
+    assert "batches.meta" in _one_line_error(f"cifar10:{tmp_path / 'clean'}")
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_cifar_batch_that_is_not_a_dict_is_a_one_line_error(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar_pickles(folder)
+    _write_batch(folder / "test_batch", [np.zeros((2, 3072), np.uint8), [0, 1]])
+    message = _one_line_error(f"cifar10:{folder}")
+    assert "test_batch" in message and "not a dict" in message
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_cifar_batches_of_any_protocol_and_numpy_1_load(tmp_path, protocol):
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar_pickles(folder)
+    rng = np.random.default_rng(1)
+    batch = {b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), b"labels": [int(v) for v in rng.integers(0, 10, 20)],
+             b"batch_label": b"training batch 1 of 5", b"filenames": [b"a.png"] * 20}
+    data = pickle.dumps(batch, protocol=protocol)
+    if protocol == 0:  # what numpy 1 writes: its multiarray module was numpy.core.multiarray
+        data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+        assert b"numpy.core.multiarray" in data
+    (folder / "data_batch_1").write_bytes(data)
+    d = load_data(f"cifar10:{folder}", heldout_fraction=0.0)
+    assert torch.equal(d.train.y[:20], torch.tensor(batch[b"labels"]))
+    assert len(d.train) == 100
 
 
 def test_fashion_mnist_real_file():

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from widthsearch.space.units import format_count  # noqa: E402
+from widthsearch.formatting import format_count  # noqa: E402
 
 
 def plot_trajectory(trajectory: Sequence[Mapping], found: Sequence[Mapping], path: str | Path) -> Path:

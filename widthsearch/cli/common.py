@@ -8,9 +8,9 @@ import torch
 import torch.nn as nn
 
 from widthsearch.errors import UserError
+from widthsearch.formatting import parse_shape
 from widthsearch.models import MODEL_NAMES, build_model, model_info
 from widthsearch.space import ChannelSpace
-from widthsearch.space.units import parse_shape
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -12,10 +12,10 @@ from widthsearch.cli.common import (
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
 from widthsearch.export import save_static
+from widthsearch.formatting import format_count
 from widthsearch.models import model_info
 from widthsearch.space import Supernet
 from widthsearch.space.config import load_config
-from widthsearch.space.units import format_count
 from widthsearch.training.checkpoint import SUPERNET_FORMAT
 
 

@@ -8,9 +8,9 @@ import torch
 from widthsearch.cli.common import add_model_arguments, add_space_arguments, build_model_and_input, build_space
 from widthsearch.cli.main import print_json
 from widthsearch.costs import count_flops, count_params, measure_latency
+from widthsearch.formatting import format_count
 from widthsearch.space import Supernet
 from widthsearch.space.config import load_config
-from widthsearch.space.units import format_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:

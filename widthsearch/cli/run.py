@@ -7,8 +7,8 @@ import time
 
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
+from widthsearch.formatting import format_count
 from widthsearch.methods.autoslim import RUN_DEFAULTS, run_autoslim
-from widthsearch.space.units import format_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from widthsearch.cli.common import existing_file
 from widthsearch.cli.main import print_json
+from widthsearch.formatting import format_count
 from widthsearch.methods.autoslim import greedy_search
-from widthsearch.space.units import format_count
 from widthsearch.training.distributed import resolve_device
 from widthsearch.training.evaluate import supernet_evaluator
 from widthsearch.training.supernet import load_supernet

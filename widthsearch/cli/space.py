@@ -5,7 +5,7 @@ import argparse
 
 from widthsearch.cli.common import add_model_arguments, add_space_arguments, build_model_and_input, build_space
 from widthsearch.cli.main import print_json
-from widthsearch.space.units import format_count
+from widthsearch.formatting import format_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:

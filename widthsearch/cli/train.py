@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from widthsearch.space.units import format_count, parse_count
+    from widthsearch.formatting import format_count, parse_count
     from widthsearch.training.retrain import train_network
 
     if args.model is None and not args.resume:

@@ -17,11 +17,11 @@ import torch
 
 from widthsearch.costs import measure_latency
 from widthsearch.errors import UserError
+from widthsearch.formatting import format_count
 from widthsearch.plots import plot_trajectory, plot_widths
 from widthsearch.search import cost_fns, greedy_slim, parse_budget
 from widthsearch.space import Supernet
 from widthsearch.space.config import save_config
-from widthsearch.space.units import format_count
 from widthsearch.training.loop import write_json_atomic
 
 METRICS = ("flops", "params", "latency_ms")

@@ -22,14 +22,13 @@ without ``select`` (every unit keeps its first channels).
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from widthsearch.errors import ConfigError, UserError
+from widthsearch.io import write_text_atomic
 from widthsearch.space.channel_space import ChannelSpace, Config
 from widthsearch.space.subnet import Subnet
 
@@ -51,14 +50,8 @@ def config_document(space: ChannelSpace, config: Mapping[str, int], **meta: Any)
 
 def save_config(path: str | Path, space: ChannelSpace, config: Mapping[str, int], **meta: Any) -> Path:
     """Write ``config`` with its metadata and costs atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(config_document(space, config, **meta), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, text)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -13,16 +13,14 @@ A checkpoint is a dict of tensors, ints, floats, strings, bools, lists and dicts
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from widthsearch.errors import UserError
+from widthsearch.io import torch_save_atomic as atomic_save  # the name importers know
 
 __all__ = [
     "SUPERNET_FORMAT",
@@ -35,24 +33,6 @@ __all__ = [
 
 SUPERNET_FORMAT = "widthsearch.supernet/1"
 MODEL_FORMAT = "widthsearch.model/1"
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def load_checkpoint(path: str | Path, expect: str | None = None) -> dict:
@@ -104,10 +84,3 @@ def set_rng_state(state: dict) -> None:
         cuda = state["cuda"]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
-
-
-def _file_mode() -> int:
-    """``0o666`` minus the process umask: what ``open()`` would have given the file."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask

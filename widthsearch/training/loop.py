@@ -10,12 +10,9 @@ and thread count). The global python/numpy/torch generator states are stored and
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -25,8 +22,9 @@ from torch import nn
 
 from widthsearch.data import BatchLoader, mix_seed
 from widthsearch.errors import UserError
+from widthsearch.io import write_json_atomic, write_jsonl_atomic  # also re-exported from here
 from widthsearch.progress import Progress
-from widthsearch.training.checkpoint import _file_mode, atomic_save, load_checkpoint, rng_state, set_rng_state
+from widthsearch.training.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.optim import WarmupCosine, build_optimizer
 from widthsearch.training.precision import apply_memory_format, autocast, to_memory_format
@@ -74,27 +72,6 @@ def prepare_output(path: Path, resume: bool) -> dict | None:
     if resume:
         print(f"note: no checkpoint at {path}; starting from scratch", file=sys.stderr)
     return None
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    _write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
-def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    _write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class EpochLoop:

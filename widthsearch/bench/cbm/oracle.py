@@ -1,0 +1,359 @@
+"""The oracle bench: one CBM space's table as evaluator of search algorithms and as the truth
+that a proxy's scores are correlated with.
+
+With the table's ``mean`` as the evaluator (the *oracle*) a search algorithm is scored by the
+rank of what it finds among the archs that fit the budget; :func:`run_benchmark` runs every
+algorithm on every space and budget.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from widthsearch.bench.cbm.stats import correlations, expected_best_of_n, rank_desc, topk_overlap
+from widthsearch.bench.cbm.table import (
+    DEFAULT_BUDGETS,
+    DIGITS,
+    KEY_LENGTH,
+    SPACES,
+    cbm_channel_space,
+    is_key,
+    load_table,
+    space_name,
+)
+from widthsearch.errors import UserError
+from widthsearch.search.base import Config, Constraint, CountingEvaluator, Genome, parse_budget
+
+__all__ = ["CBM_LOWER", "EVOLUTION_CBM", "REPORT_ALGOS", "CBMBench", "run_benchmark"]
+
+
+# Constraint window used by evolution and random search on CBM: FLOPs in [0.8*T, T], the
+# window BCNetV2 imposes on its candidates.  On the oracle it lowered evolution's mean rank
+# among feasible from 3.97 to 1.85 (see docs/methods/search.md); the ranks reported are
+# still among *all* archs with FLOPs <= T.
+CBM_LOWER = 0.8
+# Evolution hyperparameters on CBM beyond the library defaults (none: BCNetV2's defaults).
+EVOLUTION_CBM: Dict[str, Any] = {}
+
+
+def _pct(frac: float) -> str:
+    return f"{round(float(frac) * 100):d}%"
+
+
+class CBMBench:
+    """One CBM space: its table, the key <-> config mapping, the oracle and the scorers.
+
+    ``channel_space`` defaults to the core's analysis of the zoo net; any object with
+    ``.units`` (7 units of 4 ascending choices) works, which is how tests run without it.
+    """
+
+    def __init__(self, space: str, tables: Optional[Any] = None, channel_space: Any = None):
+        self.name = space_name(space)
+        self.table = load_table(self.name, tables)
+        self.space = channel_space if channel_space is not None else cbm_channel_space(self.name)
+        units = list(self.space.units)
+        if len(units) != KEY_LENGTH or any(len(tuple(u.choices)) != len(DIGITS) for u in units):
+            shape = [len(tuple(u.choices)) for u in units]
+            raise UserError(
+                f"the channel space of the {self.name} net has {len(units)} units with {shape} choices; "
+                f"Channel-Bench-Macro needs {KEY_LENGTH} units of {len(DIGITS)} choices"
+            )
+        self.genome = Genome(self.space)
+        self._digit = [{c: DIGITS[i] for i, c in enumerate(ch)} for ch in self.genome.choices]
+
+    # ---- key <-> config ------------------------------------------------------------
+    def key_to_config(self, key: str) -> Config:
+        if not is_key(key):
+            raise UserError(f"{key!r} is not a Channel-Bench-Macro key (7 digits 1-4)")
+        return {n: ch[int(d) - 1] for n, ch, d in zip(self.genome.names, self.genome.choices, key)}
+
+    def config_to_key(self, config: Mapping[str, int]) -> str:
+        try:
+            return "".join(m[config[n]] for n, m in zip(self.genome.names, self._digit))
+        except (KeyError, TypeError):
+            self.genome.genes(config)  # raises ConfigError naming the problem
+            raise
+
+    # ---- table lookups on configs --------------------------------------------------
+    def accuracy(self, config: Mapping[str, int]) -> float:
+        return float(self.table.mean[self.table.index[self.config_to_key(config)]])
+
+    def flops(self, config: Mapping[str, int]) -> int:
+        return int(self.table.flops[self.table.index[self.config_to_key(config)]])
+
+    def params(self, config: Mapping[str, int]) -> int:
+        return int(self.table.params[self.table.index[self.config_to_key(config)]])
+
+    def oracle(self) -> Callable[[Mapping[str, int]], float]:
+        """Evaluator config -> table ``mean`` (3-run mean CIFAR-10 top-1, %)."""
+        return self.accuracy
+
+    # ---- cost check ----------------------------------------------------------------
+    def verify_costs(self, keys: Optional[Iterable[str]] = None) -> Dict[str, Any]:
+        """Check ``space.cost(config)`` (flops and params) against the table for every key."""
+        if not hasattr(self.space, "cost"):
+            raise UserError("this channel space has no cost model to verify")
+        t0 = time.perf_counter()
+        checked = 0
+        flops_bad = params_bad = bad = 0
+        examples: List[Dict[str, Any]] = []
+        for key in self.table.keys if keys is None else keys:
+            i = self.table.row(key)
+            cost = self.space.cost(self.key_to_config(key))
+            f_ok = int(cost.flops) == int(self.table.flops[i])
+            p_ok = int(cost.params) == int(self.table.params[i])
+            checked += 1
+            flops_bad += not f_ok
+            params_bad += not p_ok
+            bad += not (f_ok and p_ok)
+            if (not f_ok or not p_ok) and len(examples) < 5:
+                examples.append(
+                    {
+                        "key": key,
+                        "flops": int(cost.flops),
+                        "table_flops": int(self.table.flops[i]),
+                        "params": int(cost.params),
+                        "table_params": int(self.table.params[i]),
+                    }
+                )
+        return {
+            "space": self.name,
+            "checked": checked,
+            "mismatches": bad,
+            "flops_mismatches": flops_bad,
+            "params_mismatches": params_bad,
+            "examples": examples,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+
+    # ---- budgets and ranks ---------------------------------------------------------
+    def budget_flops(self, budget: Any) -> float:
+        """A FLOPs budget: a fraction of the max net's FLOPs (0.5, "50%") or absolute ("100M")."""
+        return parse_budget(budget, self.table.max_flops)
+
+    def feasible_mask(self, budget_flops: float) -> np.ndarray:
+        return self.table.flops <= budget_flops
+
+    def check_budget(self, budget_flops: float) -> int:
+        """Number of feasible archs; ``UserError`` if there are none."""
+        n = int(np.count_nonzero(self.feasible_mask(budget_flops)))
+        if n == 0:
+            lo = int(self.table.flops.min())
+            raise UserError(
+                f"budget {budget_flops / 1e6:.3f} MFLOPs is below the smallest {self.name} net "
+                f"({lo / 1e6:.3f} MFLOPs, {lo / self.table.max_flops:.1%} of max); no architecture is feasible"
+            )
+        return n
+
+    def rank_global(self, key: str) -> int:
+        return rank_desc(self.table.mean, float(self.table.mean[self.table.row(key)]))
+
+    def rank_feasible(self, key: str, budget_flops: float) -> int:
+        """Rank by mean accuracy among archs with FLOPs <= budget (1 = best).  The key itself
+        need not be feasible; its rank is then where it would sit among them."""
+        mask = self.feasible_mask(budget_flops)
+        return rank_desc(self.table.mean[mask], float(self.table.mean[self.table.row(key)]))
+
+    def optimum(self, budget_flops: Optional[float] = None) -> Tuple[str, float]:
+        """Best key by mean (first key on ties) among archs with FLOPs <= budget (all if None)."""
+        mean = self.table.mean
+        if budget_flops is not None:
+            self.check_budget(budget_flops)
+            mean = np.where(self.feasible_mask(budget_flops), mean, -np.inf)
+        i = int(np.argmax(mean))
+        return self.table.keys[i], float(self.table.mean[i])
+
+    def random_best_of_n(self, n: int, budget_flops: Optional[float] = None) -> Dict[str, float]:
+        """Expected true accuracy and rank among feasible of the best of ``n`` distinct uniform
+        feasible archs (exact, sampling without replacement like the random search does)."""
+        mask = np.ones(len(self.table.keys), bool) if budget_flops is None else self.feasible_mask(budget_flops)
+        if not mask.any():
+            raise UserError("no feasible architecture")
+        return expected_best_of_n(self.table.mean[mask], n)
+
+    # ---- searching with the oracle ----------------------------------------------------
+    def search(
+        self,
+        algo: str,
+        budget: Any = 0.5,
+        *,
+        max_evals: int = 300,
+        seed: int = 0,
+        lower: Optional[float] = None,
+        **kwargs: Any,
+    ) -> Dict[str, Any]:
+        """Run one search algorithm with the table's ``mean`` as evaluator and report how good
+        its pick is (rank among feasible archs, global rank, evaluations used)."""
+        from widthsearch.search.evolution import evolution_search
+        from widthsearch.search.greedy import greedy_slim
+        from widthsearch.search.random_search import random_search
+
+        b = self.budget_flops(budget)
+        n_feasible = self.check_budget(b)
+        evaluator = CountingEvaluator(self.oracle())
+        t0 = time.perf_counter()
+        if algo == "greedy":
+            res = greedy_slim(self.genome, evaluator, {"flops": self.flops}, [("flops", b)], **kwargs)
+            config = res.found[0]["config"]
+        elif algo in ("evolution", "random"):
+            lo = CBM_LOWER if lower is None else float(lower)
+            constraint = Constraint(self.flops, b, lo)
+            if algo == "evolution":
+                opts = dict(EVOLUTION_CBM)
+                opts.update(kwargs)
+                res = evolution_search(self.genome, evaluator, constraint, max_evals=max_evals, seed=seed, **opts)
+            else:
+                res = random_search(self.genome, evaluator, constraint, max_evals=max_evals, seed=seed, **kwargs)
+            config = res.best_config
+        else:
+            raise UserError(f"unknown search algorithm {algo!r}; choose greedy, evolution or random")
+        seconds = time.perf_counter() - t0
+        key = self.config_to_key(config)
+        opt_key, opt_acc = self.optimum(b)
+        return {
+            "key": key,
+            "mean_acc": float(self.table.mean[self.table.row(key)]),
+            "rank_feasible": self.rank_feasible(key, b),
+            "rank_global": self.rank_global(key),
+            "evaluations": evaluator.evaluations,
+            "optimum_key": opt_key,
+            "optimum_acc": opt_acc,
+            "feasible": n_feasible,
+            "space": self.name,
+            "algo": algo,
+            "budget_flops": b,
+            "budget_fraction": b / self.table.max_flops,
+            "flops": self.flops(config),
+            "params": self.params(config),
+            "config": config,
+            "seed": seed if algo != "greedy" else None,
+            "seconds": seconds,
+        }
+
+    # ---- scoring a proxy (supernet scores, FLOPs, ...) ------------------------------
+    def flops_baseline(self, keys: Sequence[str]) -> Dict[str, Any]:
+        """Kendall & co. of FLOPs alone on the same ``keys``: the bar a scorer of a sample must clear
+        (the all-archs figure does not apply to a FLOPs-stratified sample)."""
+        flops = {k: float(self.table.flops[self.table.index[k]]) for k in keys}
+        found = self.score_correlation(flops, budgets=())
+        return {k: found[k] for k in ("count", "kendall", "spearman", "pearson", "no1")}
+
+    def score_correlation(
+        self, scores: Mapping[str, float], budgets: Sequence[float] = DEFAULT_BUDGETS
+    ) -> Dict[str, Any]:
+        """Correlation of ``{key: score}`` with the table's mean accuracy, top-k overlaps and
+        the scorer's pick under each FLOPs budget (fraction of max)."""
+        keys = list(scores)
+        bad = [k for k in keys if k not in self.table.index]
+        if bad:
+            raise UserError(f"scores name {len(bad)} unknown key(s), e.g. {bad[0]!r}; keys are 7 digits 1-4")
+        if not keys:
+            raise UserError("the scores are empty")
+        rows = np.array([self.table.index[k] for k in keys])
+        s = np.array([float(scores[k]) for k in keys])
+        if not np.all(np.isfinite(s)):
+            raise UserError("the scores contain NaN or infinite values")
+        t = self.table.mean[rows]
+        no1 = np.array(["1" not in k for k in keys])
+        out: Dict[str, Any] = {"space": self.name}
+        out.update(correlations(s, t))
+        out["no1"] = correlations(s[no1], t[no1])
+        n = len(keys)
+        out["top10_overlap"] = topk_overlap(s, t, min(10, n))
+        k1 = max(1, math.ceil(0.01 * n))
+        out["top1pct_k"] = k1
+        out["top1pct_overlap"] = topk_overlap(s, t, k1)
+        picks: Dict[str, Any] = {}
+        for frac in budgets:
+            b = self.budget_flops(frac)
+            n_feasible = self.check_budget(b)
+            ok = self.table.flops[rows] <= b
+            if not ok.any():
+                picks[_pct(frac)] = None
+                continue
+            j = int(np.flatnonzero(ok)[np.argmax(s[ok])])
+            key = keys[j]
+            picks[_pct(frac)] = {
+                "key": key,
+                "score": float(s[j]),
+                "mean_acc": float(t[j]),
+                "rank_feasible": self.rank_feasible(key, b),
+                "feasible": n_feasible,
+                "optimum_acc": self.optimum(b)[1],
+            }
+        out["picks"] = picks
+        out["per_unit"] = self.unit_agreement(keys, s, t)
+        return out
+
+    def unit_agreement(self, keys: Sequence[str], scores: np.ndarray, truth: np.ndarray) -> List[Dict[str, Any]]:
+        """Per unit: Kendall tau of that unit's width digit with the scores and with the truth.
+
+        Where the two differ, the proxy misjudges how much that unit's width matters (e.g. an
+        undertrained supernet that overrates the last layers)."""
+        rows = []
+        for i, name in enumerate(self.genome.names):
+            digits = np.array([int(k[i]) for k in keys], float)
+            rows.append({"unit": name, "score_tau": correlations(digits, scores)["kendall"],
+                         "truth_tau": correlations(digits, truth)["kendall"]})
+        return rows
+
+
+REPORT_ALGOS = ("greedy", "evolution", "random")
+
+
+def run_benchmark(
+    spaces: Sequence[str] = SPACES,
+    tables: Optional[Any] = None,
+    budgets: Sequence[float] = DEFAULT_BUDGETS,
+    seeds: Sequence[int] = tuple(range(5)),
+    max_evals: int = 300,
+    algos: Sequence[str] = REPORT_ALGOS,
+    benches: Optional[Mapping[str, "CBMBench"]] = None,
+    lower: Optional[float] = None,
+) -> List[Dict[str, Any]]:
+    """Every algorithm on every space and budget (greedy once: it is deterministic).
+
+    Returns one row per (space, budget, algorithm) with the per-seed runs and summaries."""
+    rows: List[Dict[str, Any]] = []
+    for space in spaces:
+        bench = benches[space] if benches is not None else CBMBench(space, tables)
+        for frac in budgets:
+            b = bench.budget_flops(frac)
+            opt_key, opt_acc = bench.optimum(b)
+            for algo in algos:
+                run_seeds = [None] if algo == "greedy" else list(seeds)
+                runs = [
+                    bench.search(algo, frac, max_evals=max_evals, seed=0 if s is None else s, lower=lower)
+                    for s in run_seeds
+                ]
+                ranks = np.array([r["rank_feasible"] for r in runs])
+                evals = float(np.mean([r["evaluations"] for r in runs]))
+                bo = bench.random_best_of_n(max(1, round(evals)), b)
+                rows.append(
+                    {
+                        "space": bench.name,
+                        "budget": float(frac),
+                        "budget_flops": b,
+                        "feasible": runs[0]["feasible"],
+                        "optimum_key": opt_key,
+                        "optimum_acc": opt_acc,
+                        "algo": algo,
+                        "seeds": [r["seed"] for r in runs],
+                        "ranks": ranks.tolist(),
+                        "keys": [r["key"] for r in runs],
+                        "accs": [r["mean_acc"] for r in runs],
+                        "flops": [r["flops"] for r in runs],
+                        "rank_mean": float(ranks.mean()),
+                        "rank_median": float(np.median(ranks)),
+                        "rank_max": int(ranks.max()),
+                        "acc_mean": float(np.mean([r["mean_acc"] for r in runs])),
+                        "evaluations_mean": evals,
+                        "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
+                        "random_best_of_n_rank": bo["rank"],
+                        "random_best_of_n_acc": bo["acc"],
+                    }
+                )
+    return rows

@@ -1,0 +1,124 @@
+"""``load_data(spec)``: read the data set a spec string names, normalise it, split off held-out.
+
+The spec strings are described in :mod:`widthsearch.data`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from widthsearch.data.augment import Augment
+from widthsearch.data.cifar import read_cifar10
+from widthsearch.data.core import Dataset, Split, stratified_split
+from widthsearch.data.images import read_image_tree
+from widthsearch.data.sources import make_fake, read_digits, read_fashion_mnist
+from widthsearch.errors import UserError
+
+__all__ = ["DATA_HELP", "load_data"]
+
+DATA_HELP = (
+    "data spec: digits | cifar10:DIR_OR_TAR | imagefolder:DIR_OR_TAR | fashion_mnist:FILE.npz | "
+    "fake:N[:CxHxW[:K]]"
+)
+
+
+def load_data(
+    spec: str,
+    heldout_fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    augment: str = "default",
+    use_cache: bool = True,
+) -> Dataset:
+    """Load the data set named by ``spec`` (see the module docstring).
+
+    ``heldout_fraction`` of the training images (stratified by class, drawn with ``seed``) form
+    the held-out split. ``augment`` is ``"default"`` (the data set's usual training augmentation)
+    or ``"none"``. Missing or malformed data raise :class:`UserError` with one line.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(f"empty data spec; {DATA_HELP}")
+    if not 0.0 <= float(heldout_fraction) < 1.0:
+        raise UserError(f"--heldout-fraction must be in [0, 1), got {heldout_fraction}")
+    if augment not in ("default", "none"):
+        raise UserError(f"augment must be 'default' or 'none', got {augment!r}")
+    spec = spec.strip()
+    kind, _, arg = spec.partition(":")
+    kind = kind.lower()
+    if kind == "digits":
+        if arg:
+            raise UserError(f"'digits' takes no argument, got {spec!r}")
+        xtr, ytr, xte, yte, classes = read_digits()
+        name = "digits"
+    elif kind == "cifar10":
+        xtr, ytr, xte, yte, classes = read_cifar10(_need_arg(kind, arg), use_cache)
+        name = "cifar10"
+    elif kind == "imagefolder":
+        xtr, ytr, xte, yte, classes = read_image_tree(_need_path(kind, arg), use_cache)
+        name = "imagefolder"
+    elif kind == "fashion_mnist":
+        xtr, ytr, xte, yte, classes = read_fashion_mnist(_need_path(kind, arg))
+        name = "fashion_mnist"
+    elif kind == "fake":
+        xtr, ytr, xte, yte, classes = make_fake(_need_arg(kind, arg))
+        name = "fake"
+    else:
+        raise UserError(f"unknown data set {kind!r}; {DATA_HELP}")
+
+    # float [0, 1] images, per-channel statistics of the whole training set (independent of the
+    # held-out draw, so every run on the same data normalises identically)
+    scale = 16.0 if name == "digits" else (1.0 if name == "fake" else 255.0)
+    xtr_t = torch.from_numpy(np.ascontiguousarray(xtr)).float().div_(scale)
+    xte_t = torch.from_numpy(np.ascontiguousarray(xte)).float().div_(scale)
+    mean = xtr_t.mean(dim=(0, 2, 3))
+    std = xtr_t.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    xtr_t = xtr_t.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    xte_t = xte_t.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    ytr_t = torch.from_numpy(np.asarray(ytr, dtype=np.int64))
+    yte_t = torch.from_numpy(np.asarray(yte, dtype=np.int64))
+
+    num_classes = len(classes)
+    for what, y in (("training", ytr_t), ("test", yte_t)):
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            raise UserError(f"{spec}: {what} labels outside 0..{num_classes - 1}")
+
+    train_idx, held_idx = stratified_split(ytr_t, heldout_fraction, seed)
+    c, h, w = (int(s) for s in xtr_t.shape[1:])
+    fill = tuple(float(v) for v in (-mean / std))
+    if augment == "none" or name in ("digits", "fake"):
+        aug = Augment(fill=fill)
+    elif name == "fashion_mnist":
+        aug = Augment(pad=2, flip=True, fill=fill)
+    else:
+        aug = Augment(pad=max(1, min(h, w) // 8), flip=True, fill=fill)
+    return Dataset(
+        name=name,
+        spec=spec,
+        train=Split(xtr_t[train_idx].contiguous(), ytr_t[train_idx].contiguous()),
+        heldout=Split(xtr_t[held_idx].contiguous(), ytr_t[held_idx].contiguous()),
+        test=Split(xte_t, yte_t),
+        num_classes=num_classes,
+        input_shape=(c, h, w),
+        classes=list(classes),
+        mean=tuple(float(v) for v in mean),
+        std=tuple(float(v) for v in std),
+        augment=aug,
+        heldout_fraction=float(heldout_fraction),
+        seed=int(seed),
+    )
+
+
+def _need_arg(kind: str, arg: str) -> str:
+    if not arg:
+        raise UserError(f"data spec '{kind}' needs an argument, e.g. '{kind}:...'; {DATA_HELP}")
+    return arg
+
+
+def _need_path(kind: str, arg: str) -> Path:
+    path = Path(_need_arg(kind, arg)).expanduser()
+    if not path.exists():
+        raise UserError(f"{kind}: {path} does not exist")
+    return path
