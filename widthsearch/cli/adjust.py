@@ -6,7 +6,7 @@ import argparse
 from widthsearch.cli.main import print_json
 from widthsearch.data import DATA_HELP
 from widthsearch.methods.netadjust import ADJUST_DEFAULTS
-from widthsearch.space.units import format_count
+from widthsearch.formatting import format_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:

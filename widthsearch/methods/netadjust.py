@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from widthsearch.data import mix_seed
 from widthsearch.errors import UserError
 from widthsearch.space import ChannelSpace, Supernet
-from widthsearch.training.loop import write_json_atomic
+from widthsearch.io import write_json_atomic
 
 #: the official CIFAR schedule: k layers move per round (k0 decaying by k_decay per round), the
 #: i-th ranked layer moves a_i = max(a_lr - i * a_decay, 0) of its *original* width
