@@ -268,3 +268,16 @@ def test_cost_fns_from_space_cost():
     fns = cost_fns(Space([("a", (1, 2)), ("b", (3, 4))]), ("flops", "params"))
     assert fns["flops"]({"a": 2, "b": 3}) == 50.0 and fns["params"]({"a": 2, "b": 3}) == 2.0
     assert len(calls) == 1
+
+
+def test_base_still_exports_what_moved_to_focused_modules():
+    from widthsearch.search import base, constraints, genome, prior, state
+
+    for module, names in [
+        (genome, ["Genome", "CountingEvaluator", "config_key", "score_order"]),
+        (constraints, ["Constraint", "cost_fns", "parse_budget", "FeasibilityCache"]),
+        (prior, ["normalise_prior", "draw_gene", "draw_genome"]),
+        (state, ["rng_state", "new_state", "restore_state", "search_runtime", "SearchResult", "best_of"]),
+    ]:
+        for name in names:
+            assert getattr(base, name) is getattr(module, name), name

@@ -32,7 +32,8 @@ import numpy as np
 
 import widthsearch
 from widthsearch.errors import UserError
-from widthsearch.search.base import Config, Constraint, CountingEvaluator, Genome, parse_budget
+from widthsearch.search.constraints import Constraint, parse_budget
+from widthsearch.search.genome import Config, CountingEvaluator, Genome
 
 SPACES = ("mobilenet", "resnet")
 TABLE_FILES = {"mobilenet": "Results_MobileNet.json", "resnet": "Results_ResNet.json"}

@@ -4,19 +4,12 @@ All of them take a space (anything with ``.units`` whose items have ``.name`` an
 ``.choices``), an evaluator (config -> score, higher is better) and a cost constraint, and
 all are resumable from a JSON-serialisable state.
 """
-from widthsearch.search.base import (
-    Config,
-    Constraint,
-    CountingEvaluator,
-    Evaluator,
-    Genome,
-    SearchResult,
-    cost_fns,
-    parse_budget,
-)
+from widthsearch.search.constraints import Constraint, cost_fns, parse_budget
 from widthsearch.search.evolution import evolution_search
+from widthsearch.search.genome import Config, CountingEvaluator, Evaluator, Genome
 from widthsearch.search.greedy import GreedyResult, greedy_slim
 from widthsearch.search.random_search import random_search
+from widthsearch.search.state import SearchResult
 
 __all__ = [
     "Config",
