@@ -281,3 +281,13 @@ def test_base_still_exports_what_moved_to_focused_modules():
     ]:
         for name in names:
             assert getattr(base, name) is getattr(module, name), name
+
+
+def test_algorithms_are_registered_by_name():
+    from widthsearch.search import SEARCH_ALGORITHMS, search_algorithm
+
+    assert SEARCH_ALGORITHMS == {"greedy": greedy_slim, "evolution": evolution_search, "random": random_search}
+    assert search_algorithm("evolution") is evolution_search
+    with pytest.raises(UserError) as err:
+        search_algorithm("annealing")
+    assert str(err.value) == "unknown search algorithm 'annealing'; choose one of: greedy, evolution, random"
