@@ -9,7 +9,7 @@ from widthsearch.cli.main import main
 from widthsearch.cli.search import search_meta
 from widthsearch.training.evaluate import supernet_evaluator
 from widthsearch.errors import UserError
-from widthsearch.methods.autoslim import greedy_search
+from widthsearch.methods.autoslim import greedy_search, target_value
 from widthsearch.training.supernet import load_supernet, train_supernet
 
 
@@ -85,3 +85,12 @@ def test_run_command_end_to_end_on_a_reduced_setting(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "| target | FLOPs |" in report and row["target"] in report
     assert main(["run", "--out", str(out)]) == 2  # a finished run is never overwritten
+
+
+def test_latency_target_is_absolute_milliseconds():
+    assert target_value("latency_ms", "0.5", lambda: 2.75) == 0.5  # was read as 0.5 x max latency
+    assert target_value("latency_ms", "4", lambda: 2.75) == 4.0
+    assert target_value("flops", "0.5", lambda: 300.0) == 150.0  # fractions stay for flops/params
+    assert target_value("params", "25%", lambda: 400.0) == 100.0
+    with pytest.raises(UserError, match="absolute milliseconds"):
+        target_value("latency_ms", "50%", lambda: 2.75)

@@ -46,6 +46,11 @@ def test_parse_budget():
             parse_budget(bad, max_cost=1.0)
     with pytest.raises(UserError):
         parse_budget("0.5")  # a fraction needs the max cost
+    # fractions=False (latency in ms): a plain number is absolute however small, a percentage an error
+    assert parse_budget("0.5", max_cost=2.75, fractions=False) == 0.5
+    assert parse_budget("4", fractions=False) == 4.0
+    with pytest.raises(UserError):
+        parse_budget("50%", max_cost=2.75, fractions=False)
 
 
 def test_constraint_and_counting_evaluator():

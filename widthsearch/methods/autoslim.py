@@ -45,6 +45,18 @@ def target_label(metric: str, value: float) -> str:
     return f"{metric}-{shown}"
 
 
+def target_value(metric: str, text: str, max_cost: Callable[[], float]) -> float:
+    """The budget of one target. FLOPs and params take absolute counts or fractions of the max
+    config's cost; latency takes absolute milliseconds only, because a plain ``0.5`` there means
+    half a millisecond, not half the max latency."""
+    if metric == "latency_ms":
+        try:
+            return parse_budget(text, fractions=False)
+        except UserError:
+            raise UserError(f"bad target latency_ms={text}: give absolute milliseconds, e.g. latency_ms=4") from None
+    return parse_budget(text, max_cost())
+
+
 def latency_cost(net: Supernet, input_shape: Sequence[int], runs: int = 10) -> Callable[[Mapping[str, int]], float]:
     """Measured CPU latency (ms, batch 1, median) of a config's exported static net, cached per config."""
     cache: dict[tuple, float] = {}
@@ -95,7 +107,7 @@ def greedy_search(
     if "latency_ms" in metrics:
         costs["latency_ms"] = latency_cost(net, meta["input_shape"])
     max_config = net.space.max_config()
-    numeric = [(m, parse_budget(v, costs[m](max_config))) for m, v in pairs]
+    numeric = [(m, target_value(m, v, lambda: costs[m](max_config))) for m, v in pairs]
 
     bar = None
     if progress:

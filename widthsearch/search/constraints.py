@@ -70,13 +70,17 @@ _SUFFIX = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
 _BUDGET_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT%]?)\s*$")
 
 
-def parse_budget(text: Any, max_cost: Optional[float] = None) -> float:
+def parse_budget(text: Any, max_cost: Optional[float] = None, *, fractions: bool = True) -> float:
     """Parse a budget: ``"100M"``, ``"1.5G"``, ``"300000"``, ``"0.5"`` or ``"50%"``.
 
     A plain number in (0, 1] (or a percentage) is a fraction of ``max_cost`` (the cost of
     the largest config); anything larger is an absolute cost.  K/M/G/T are powers of 1000.
     Raises ``UserError`` on a malformed or non-positive budget, or a fraction without
     ``max_cost``.
+
+    ``fractions=False`` is for metrics whose natural values are small numbers (latency in
+    milliseconds): there a plain number is always absolute, ``"0.5"`` means 0.5, and a
+    percentage is refused rather than silently read as something else.
     """
     if isinstance(text, bool):
         raise UserError(f"invalid budget {text!r}")
@@ -92,6 +96,10 @@ def parse_budget(text: Any, max_cost: Optional[float] = None) -> float:
         value, suffix = float(m.group(1)), m.group(2).upper()
     if not (value > 0 and math.isfinite(value)):
         raise UserError(f"budget must be positive, got {text!r}")
+    if not fractions:
+        if suffix == "%":
+            raise UserError(f"budget {text!r}: give an absolute value here, not a percentage of the maximum")
+        return value * _SUFFIX[suffix]
     if suffix == "%" or (suffix == "" and value <= 1.0):
         frac = value / 100.0 if suffix == "%" else value
         if frac > 1.0:
