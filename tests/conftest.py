@@ -18,6 +18,16 @@ def _deterministic():
     yield
 
 
+@pytest.fixture(scope="session")
+def supernet_dir(tmp_path_factory):
+    """A tiny_cnn supernet trained for one epoch on digits (6 widths per unit), for the search tests."""
+    from widthsearch.training.supernet import train_supernet
+
+    out = tmp_path_factory.mktemp("supernet")
+    train_supernet({"model": "tiny_cnn", "data": "digits", "epochs": 1, "groups": 6, "threads": 1}, out)
+    return out
+
+
 def shared_path(*parts: str) -> Path:
     """A file under ../shared beside the repo, or skip the test with the reason."""
     path = SHARED.joinpath(*parts)

@@ -6,19 +6,13 @@ import pytest
 import yaml
 
 from widthsearch.cli.main import main
-from widthsearch.cli.search import search_meta
 from widthsearch.training.evaluate import supernet_evaluator
 from widthsearch.errors import UserError
 from widthsearch.methods.autoslim import greedy_search
-from widthsearch.training.supernet import load_supernet, train_supernet
+from widthsearch.methods.supernet_search import search_meta
+from widthsearch.training.supernet import load_supernet
 
-
-@pytest.fixture(scope="module")
-def supernet_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("supernet")
-    train_supernet({"model": "tiny_cnn", "data": "digits", "epochs": 1, "groups": 6, "threads": 1}, out)
-    return out
-
+# supernet_dir: a tiny trained supernet, shared by the test files (conftest.py)
 
 class Killed(Exception):
     pass
@@ -85,3 +79,12 @@ def test_run_command_end_to_end_on_a_reduced_setting(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "| target | FLOPs |" in report and row["target"] in report
     assert main(["run", "--out", str(out)]) == 2  # a finished run is never overwritten
+
+
+def test_methods_are_registered_by_name():
+    from widthsearch.methods import METHODS, method
+    from widthsearch.methods.autoslim import run_autoslim
+
+    assert METHODS == {"autoslim": run_autoslim} and method("autoslim") is run_autoslim
+    with pytest.raises(UserError, match="unknown method 'x'; choose one of: autoslim"):
+        method("x")

@@ -96,7 +96,10 @@ def test_permute_keeps_the_function_at_full_width(name):
             for unit in net.space.units:
                 net.permute(unit.name, torch.randperm(unit.max))
             after = net.model(x)
-        assert torch.allclose(before, after, atol=1e-4, rtol=1e-4), (residual, (before - after).abs().max())
+        # summation order changes with the channel order: compare against the output's scale
+        # (randomised BN statistics make deep nets' logits large)
+        error = float((before - after).abs().max())
+        assert error <= 1e-5 * float(before.abs().max()) + 1e-5, (residual, error)
         moved = [k for k, v in net.model.state_dict().items() if not torch.equal(v, weights[k])]
         assert moved, "the permutation reordered no weights"
 

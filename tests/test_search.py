@@ -46,6 +46,11 @@ def test_parse_budget():
             parse_budget(bad, max_cost=1.0)
     with pytest.raises(UserError):
         parse_budget("0.5")  # a fraction needs the max cost
+    # fractions=False (latency in ms): a plain number is absolute however small, a percentage an error
+    assert parse_budget("0.5", max_cost=2.75, fractions=False) == 0.5
+    assert parse_budget("4", fractions=False) == 4.0
+    with pytest.raises(UserError):
+        parse_budget("50%", max_cost=2.75, fractions=False)
 
 
 def test_constraint_and_counting_evaluator():
@@ -268,3 +273,26 @@ def test_cost_fns_from_space_cost():
     fns = cost_fns(Space([("a", (1, 2)), ("b", (3, 4))]), ("flops", "params"))
     assert fns["flops"]({"a": 2, "b": 3}) == 50.0 and fns["params"]({"a": 2, "b": 3}) == 2.0
     assert len(calls) == 1
+
+
+def test_base_still_exports_what_moved_to_focused_modules():
+    from widthsearch.search import base, constraints, genome, prior, state
+
+    for module, names in [
+        (genome, ["Genome", "CountingEvaluator", "config_key", "score_order"]),
+        (constraints, ["Constraint", "cost_fns", "parse_budget", "FeasibilityCache"]),
+        (prior, ["normalise_prior", "draw_gene", "draw_genome"]),
+        (state, ["rng_state", "new_state", "restore_state", "search_runtime", "SearchResult", "best_of"]),
+    ]:
+        for name in names:
+            assert getattr(base, name) is getattr(module, name), name
+
+
+def test_algorithms_are_registered_by_name():
+    from widthsearch.search import SEARCH_ALGORITHMS, search_algorithm
+
+    assert SEARCH_ALGORITHMS == {"greedy": greedy_slim, "evolution": evolution_search, "random": random_search}
+    assert search_algorithm("evolution") is evolution_search
+    with pytest.raises(UserError) as err:
+        search_algorithm("annealing")
+    assert str(err.value) == "unknown search algorithm 'annealing'; choose one of: greedy, evolution, random"

@@ -1,4 +1,7 @@
 """Errors that the command line turns into one line on stderr and exit code 2."""
+from typing import Mapping, TypeVar
+
+T = TypeVar("T")
 
 
 class UserError(Exception):
@@ -15,3 +18,12 @@ class AnalysisError(UserError):
 
 class ConfigError(UserError):
     """A channel configuration that does not fit the model's channel space."""
+
+
+def lookup(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]``, or a one-line ``UserError`` naming the choices (registries of methods,
+    search algorithms, ...)."""
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        raise UserError(f"unknown {what} {name!r}; choose one of: {', '.join(table)}") from None

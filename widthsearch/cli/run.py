@@ -1,4 +1,6 @@
-"""``widthsearch run``: AutoSlim end to end (supernet -> greedy search -> retraining -> report)."""
+"""``widthsearch run``: a method end to end (AutoSlim: supernet -> greedy search -> retraining -> report).
+
+The method is looked up by name in :data:`widthsearch.methods.METHODS`."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +9,16 @@ import time
 
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
+from widthsearch.methods import METHODS, method
+from widthsearch.methods.autoslim import RUN_DEFAULTS
 from widthsearch.formatting import format_count
-from widthsearch.methods.autoslim import RUN_DEFAULTS, run_autoslim
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     d = RUN_DEFAULTS
-    parser = sub.add_parser("run", help="AutoSlim end to end: supernet, greedy search, retraining, report")
+    parser = sub.add_parser("run", help="a method end to end (AutoSlim: supernet, greedy search, retraining, report)")
+    parser.add_argument("--method", default="autoslim", metavar="NAME",
+                        help=f"method: {', '.join(METHODS)} (default autoslim)")
     parser.add_argument("--model", default=None, metavar="M", help=f"zoo model (default {d['model']})")
     parser.add_argument("--data", default=None, metavar="SPEC", help=f"data set (default {d['data']})")
     parser.add_argument("--width-mult", type=float, default=None, metavar="X", help="supernet width (default 1.0)")
@@ -50,6 +55,7 @@ def _targets(text: str | None) -> tuple[float, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    run_method = method(args.method)  # an unknown name fails before anything is read or written
     settings = {
         "model": args.model, "data": args.data, "width_mult": args.width_mult, "groups": args.groups,
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
@@ -58,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     }
     start = time.time()
     echo = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
-    result = run_autoslim(settings, args.out, resume=args.resume, progress=not args.json, echo=echo)
+    result = run_method(settings, args.out, resume=args.resume, progress=not args.json, echo=echo)
     result["seconds"] = round(time.time() - start, 1)
     if args.json:
         print_json(result)

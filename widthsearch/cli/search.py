@@ -1,4 +1,8 @@
-"""``widthsearch search``: AutoSlim greedy slimming of a trained supernet checkpoint."""
+"""``widthsearch search``: search channel configs on a trained supernet checkpoint.
+
+Any algorithm of :data:`widthsearch.search.SEARCH_ALGORITHMS` (``--algo``); the work is done
+by :func:`widthsearch.methods.supernet_search.search_supernet`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,45 +10,76 @@ from pathlib import Path
 
 from widthsearch.cli.common import existing_file
 from widthsearch.cli.main import print_json
+from widthsearch.errors import UserError
+from widthsearch.methods.supernet_search import algorithm_options, search_meta, search_supernet
+from widthsearch.search import SEARCH_ALGORITHMS, search_algorithm
 from widthsearch.formatting import format_count
-from widthsearch.methods.autoslim import greedy_search
 from widthsearch.training.distributed import resolve_device
 from widthsearch.training.evaluate import supernet_evaluator
 from widthsearch.training.supernet import load_supernet
 
+__all__ = ["register", "run", "search_meta"]  # search_meta: still importable from here
+
+#: option name of the search function -> the flag that sets it (for one-line errors)
+_FLAGS = {"population": "--population", "iterations": "--generations", "max_evals": "--max-evals",
+          "seed": "--seed", "lower": "--lower"}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("search", help="search channel configs on a trained supernet (AutoSlim greedy)")
+    algos = ", ".join(SEARCH_ALGORITHMS)
+    parser = sub.add_parser("search", help=f"search channel configs on a trained supernet ({algos})")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="supernet.pt written by `widthsearch supernet`")
-    parser.add_argument("--algo", default="greedy", choices=["greedy"], help="search algorithm (default greedy)")
+    parser.add_argument("--algo", default="greedy", metavar="NAME",
+                        help=f"search algorithm: {algos} (default greedy, AutoSlim's greedy slimming)")
     parser.add_argument("--target", action="append", default=[], metavar="METRIC=VALUE",
-                        help="e.g. flops=300M, flops=0.5 (of max), params=1.5M, latency_ms=4; repeat for several")
+                        help="e.g. flops=300M, flops=0.5 (of max), params=1.5M, latency_ms=4 (absolute ms); "
+                        "repeat for several (greedy only; evolution and random take one)")
     parser.add_argument("--bn", default="batch", choices=["batch", "calibrate"],
                         help="BN statistics while scoring: one large batch's own (AutoSlim, default) or calibrated")
     parser.add_argument("--search-images", type=int, default=2000, metavar="N",
                         help="fixed held-out images that score every candidate (default 2000)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where candidates are scored (default auto: CUDA when available)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for configs/, trajectory.csv, PNGs")
-    parser.add_argument("--resume", action="store_true", help="continue the search saved in --out")
+    g = parser.add_argument_group("evolution and random search")
+    g.add_argument("--population", type=int, default=None, metavar="N",
+                   help="evolution: configs per generation, later ones half mutated and half crossed over (default 50)")
+    g.add_argument("--generations", type=int, default=None, metavar="N", help="evolution: generations (default 20)")
+    g.add_argument("--max-evals", type=int, default=None, metavar="N",
+                   help="most configs scored (default: evolution no limit, random 100)")
+    g.add_argument("--seed", type=int, default=None, help="seed of every random choice (default 0)")
+    g.add_argument("--lower", type=float, default=None, metavar="F",
+                   help="only consider configs costing at least F x the target (default 0; CBM runs use 0.8)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for configs/, state, CSV, PNGs")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the search saved in --out (same checkpoint, algorithm, targets and options)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
 
-def search_meta(meta: dict) -> dict:
-    """What a config YAML records about the supernet it came from."""
-    return {
-        "model": meta["model"], "width_mult": meta["width_mult"], "input_shape": list(meta["input_shape"]),
-        "num_classes": meta["num_classes"], "groups": meta["groups"], "supernet": meta["path"],
-    }
+def search_options(args: argparse.Namespace) -> dict:
+    """The options of ``--algo`` set on the command line; a flag the algorithm does not take is an error."""
+    given = {"iterations": args.generations, "max_evals": args.max_evals, "seed": args.seed, "lower": args.lower}
+    if args.population is not None:
+        # BCNetV2's generation: as many children as the population, half mutated, half crossed over
+        given.update(population=args.population, mutations=args.population // 2,
+                     crossovers=args.population - args.population // 2)
+    given = {k: v for k, v in given.items() if v is not None}
+    takes = algorithm_options(args.algo)
+    for name in given:
+        if name not in takes:
+            raise UserError(f"{_FLAGS.get(name, name)} does not apply to --algo {args.algo}")
+    return given
 
 
 def run(args: argparse.Namespace) -> int:
+    search_algorithm(args.algo)  # an unknown name fails before the checkpoint is loaded
+    options = search_options(args)
     existing_file(args.checkpoint, "supernet checkpoint") if not Path(args.checkpoint).is_dir() else None
     net, meta = load_supernet(args.checkpoint, resolve_device(args.device))
     evaluator, _ = supernet_evaluator(net, meta, args.bn, args.search_images)
-    summary = greedy_search(net, evaluator, args.target, args.out, meta=search_meta(meta),
-                            resume=args.resume, progress=not args.json)
+    summary = search_supernet(net, evaluator, args.target, args.out, meta=search_meta(meta), algo=args.algo,
+                              options=options, scoring={"bn": args.bn, "search_images": args.search_images},
+                              resume=args.resume, progress=not args.json)
     summary["bn"] = args.bn
     if args.json:
         print_json(summary)
@@ -53,5 +88,10 @@ def run(args: argparse.Namespace) -> int:
         acc = entry["heldout_accuracy"]
         print(f"{entry['target']}: FLOPs {format_count(entry['flops'])}, params {format_count(entry['params'])}, "
               f"held-out acc {100 * acc:.2f}% -> {entry['config']}")
-    print(f"{summary['steps']} greedy steps, {summary['evaluations']} evaluations; trajectory in {summary['trajectory']}")
+    if "steps" in summary:
+        print(f"{summary['steps']} greedy steps, {summary['evaluations']} evaluations; "
+              f"trajectory in {summary['trajectory']}")
+    else:
+        print(f"{args.algo}: {summary['evaluations']} evaluations (stopped: {summary['stop_reason']}); "
+              f"history in {summary['history']}")
     return 0

@@ -1,1 +1,21 @@
-"""Width-search methods, each a thin layer over the channel space, training and search code."""
+"""Width-search methods, each a thin layer over the channel space, training and search code.
+
+``METHODS`` maps a method's name (the CLI's ``widthsearch run --method``) to the function that
+runs it end to end: ``fn(settings, out_dir, *, resume, progress, echo) -> result``.
+"""
+from typing import Any, Callable, Dict
+
+from widthsearch.errors import lookup
+from widthsearch.methods.autoslim import run_autoslim
+
+METHODS: Dict[str, Callable[..., Dict[str, Any]]] = {
+    "autoslim": run_autoslim,
+}
+
+
+def method(name: str) -> Callable[..., Dict[str, Any]]:
+    """The run function registered as ``name``; ``UserError`` listing the choices otherwise."""
+    return lookup(METHODS, name, "method")
+
+
+__all__ = ["METHODS", "method"]

@@ -25,22 +25,10 @@ import random
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from widthsearch.errors import UserError
-from widthsearch.search.base import (
-    Constraint,
-    Evaluator,
-    FeasibilityCache,
-    Genome,
-    SearchResult,
-    draw_gene,
-    draw_genome,
-    empty_feasible_error,
-    genome,
-    new_state,
-    restore_state,
-    rng_state,
-    score_order,
-    search_runtime,
-)
+from widthsearch.search.constraints import Constraint, FeasibilityCache, empty_feasible_error
+from widthsearch.search.genome import Evaluator, Genome, genome, score_order
+from widthsearch.search.prior import draw_gene, draw_genome
+from widthsearch.search.state import SearchResult, new_state, restore_state, rng_state, search_runtime
 
 # Defaults.  Structure and p_mut follow BCNetV2's searcher (population 50, top-k 10, 25
 # mutations + 25 crossovers, p_mut 0.1, 20 generations); the evaluation budget and the
@@ -80,7 +68,7 @@ def evolution_search(
     """Run (or resume) the evolutionary search; returns the best config found.
 
     ``evaluate``: config -> score (higher is better).  ``constraint``: a
-    :class:`~widthsearch.search.base.Constraint`.  ``iterations``: number of generations,
+    :class:`~widthsearch.search.constraints.Constraint`.  ``iterations``: number of generations,
     the first included (None = until ``max_evals``).  ``max_evals``: most distinct configs
     scored (None = no limit).  ``prior``: unit name -> probabilities over that unit's choices,
     used for random samples and mutations.  ``max_tries``: random draws allowed when looking

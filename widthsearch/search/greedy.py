@@ -22,16 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from widthsearch.errors import UserError
-from widthsearch.search.base import (
-    STATE_VERSION,
-    Config,
-    CostFn,
-    Evaluator,
-    Genome,
-    genome,
-    parse_budget,
-    score_order,
-)
+from widthsearch.search.constraints import CostFn, parse_budget
+from widthsearch.search.genome import Config, Evaluator, Genome, genome, score_order
+from widthsearch.search.state import STATE_VERSION
 
 Target = Tuple[str, float]
 

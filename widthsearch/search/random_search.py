@@ -11,20 +11,10 @@ import copy
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from widthsearch.errors import UserError
-from widthsearch.search.base import (
-    Constraint,
-    Evaluator,
-    Genome,
-    SearchResult,
-    draw_genome,
-    empty_feasible_error,
-    genome,
-    new_state,
-    restore_state,
-    rng_state,
-    score_order,
-    search_runtime,
-)
+from widthsearch.search.constraints import Constraint, empty_feasible_error
+from widthsearch.search.genome import Evaluator, Genome, genome, score_order
+from widthsearch.search.prior import draw_genome
+from widthsearch.search.state import SearchResult, new_state, restore_state, rng_state, search_runtime
 
 
 def random_search(

@@ -25,7 +25,8 @@ from widthsearch.bench.cbm.table import (
     space_name,
 )
 from widthsearch.errors import UserError
-from widthsearch.search.base import Config, Constraint, CountingEvaluator, Genome, parse_budget
+from widthsearch.search.constraints import Constraint, parse_budget
+from widthsearch.search.genome import Config, CountingEvaluator, Genome
 
 __all__ = ["CBM_LOWER", "EVOLUTION_CBM", "REPORT_ALGOS", "CBMBench", "run_benchmark"]
 
