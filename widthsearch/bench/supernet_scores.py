@@ -35,7 +35,7 @@ def stratified_keys(bench: Any, count: int, seed: int = 0) -> List[str]:
 
 
 def _save(path: Path, meta: Dict[str, Any], accuracy: Dict[str, float], loss: Dict[str, float]) -> None:
-    from widthsearch.training.loop import write_json_atomic
+    from widthsearch.io import write_json_atomic
 
     write_json_atomic(path, {"meta": meta, "scores": accuracy, "loss": loss})
 

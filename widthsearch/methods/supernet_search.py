@@ -32,8 +32,8 @@ from widthsearch.search import search_algorithm
 from widthsearch.search.constraints import Constraint, CostFn, cost_fns, parse_budget
 from widthsearch.space import Supernet
 from widthsearch.space.config import save_config
-from widthsearch.space.units import format_count
-from widthsearch.training.loop import write_json_atomic
+from widthsearch.formatting import format_count
+from widthsearch.io import write_json_atomic
 
 METRICS = ("flops", "params", "latency_ms")
 STATE_FILE = "search_state.json"
