@@ -1,0 +1,58 @@
+"""SP-Net pieces: importance, pruning to a FLOPs target, slimmable channel sorting."""
+import pytest
+import torch
+
+from toy_models import randomise_batch_norms
+from widthsearch.errors import UserError
+from widthsearch.methods import spnet
+from widthsearch.space import SpaceSpec, build_supernet
+
+
+@pytest.mark.parametrize("residual", ["tie", "pad"])
+def test_pruned_counts_meet_each_flops_target(residual):
+    net, _ = build_supernet(SpaceSpec("resnet20", divisor=1, residual=residual))
+    randomise_batch_norms(net.model, seed=1)
+    importance = spnet.unit_importance(net)
+    full = net.space.cost(net.space.max_config()).flops
+    for fraction in (0.25, 0.5, 0.75):
+        counts = spnet.prune_to_flops(net.space, importance, fraction * full)
+        flops = net.space.cost(counts).flops
+        assert flops <= fraction * full
+        assert flops >= 0.97 * fraction * full  # the largest net under the target, up to threshold steps
+        assert all(counts[u.name] >= max(1, round(0.1 * u.max)) for u in net.space.units)
+    with pytest.raises(UserError, match="floors"):
+        spnet.prune_to_flops(net.space, importance, 1000)
+
+
+def test_importance_sums_gamma_over_a_tied_stream():
+    net, _ = build_supernet(SpaceSpec("resnet20", groups=4))
+    randomise_batch_norms(net.model, seed=2)
+    stem = net.space.units[0].name  # tied with every stage-1 block output
+    norms = {n for n, d, _ in net.members(stem) if d == 0 and isinstance(net.model.get_submodule(n), torch.nn.BatchNorm2d)}
+    assert len(norms) == 4  # the stem's BN and the three stage-1 blocks' second BNs
+    expected = sum(net.model.get_submodule(n).weight.detach().abs().double() for n in norms)
+    assert torch.allclose(spnet.unit_importance(net)[stem], expected)
+
+
+@pytest.mark.parametrize("residual", ["tie", "pad"])
+def test_sorted_net_equals_the_unsorted_at_full_width_and_prefixes_keep_the_best(residual):
+    net, _ = build_supernet(SpaceSpec("resnet20", divisor=1, residual=residual))
+    randomise_batch_norms(net.model, seed=3)
+    net.model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = net.model(x)
+    importance = spnet.unit_importance(net)
+    rankings = spnet.sort_channels(net, importance)
+    with torch.no_grad():
+        after = net.model(x)
+    assert float((before - after).abs().max()) <= 1e-5 * float(before.abs().max()) + 1e-5
+    assert bool(rankings) == (residual == "pad")
+    resorted = spnet.unit_importance(net)
+    for unit in net.space.units:
+        if unit.name not in rankings:  # sorted in place: importance now descends
+            assert bool((resorted[unit.name][:-1] >= resorted[unit.name][1:]).all())
+    counts = spnet.prune_to_flops(net.space, resorted, 0.5 * net.space.cost(net.space.max_config()).flops)
+    subnet = spnet.sorted_subnet(counts, rankings)
+    static = net.export(subnet)
+    assert net.space.cost(subnet).params == sum(p.numel() for p in static.parameters())
