@@ -10,7 +10,7 @@ from widthsearch.cli.search import search_meta
 from widthsearch.training.evaluate import supernet_evaluator
 from widthsearch.errors import UserError
 from widthsearch.methods.autoslim import greedy_search
-from widthsearch.training.supernet import load_supernet, train_supernet
+from widthsearch.training.slimmable import load_supernet, train_supernet
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from widthsearch.methods.autoslim import greedy_search
 from widthsearch.space.units import format_count
 from widthsearch.training.distributed import resolve_device
 from widthsearch.training.evaluate import supernet_evaluator
-from widthsearch.training.supernet import load_supernet
+from widthsearch.training.slimmable import load_supernet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +36,7 @@ def search_meta(meta: dict) -> dict:
     return {
         "model": meta["model"], "width_mult": meta["width_mult"], "input_shape": list(meta["input_shape"]),
         "num_classes": meta["num_classes"], "groups": meta["groups"], "supernet": meta["path"],
+        "space": meta.get("space"),
     }
 
 

@@ -34,8 +34,8 @@ from widthsearch.space.channel_space import ChannelSpace, Config
 from widthsearch.space.subnet import Subnet
 
 
-def config_document(space: ChannelSpace, config: Mapping[str, int], **meta: Any) -> dict[str, Any]:
-    """The YAML document of ``config``: metadata (model, width_mult, ...), costs, then channels."""
+def config_document(space: ChannelSpace, config: Mapping[str, int], /, **meta: Any) -> dict[str, Any]:
+    """The YAML document of ``config``: metadata (model, width_mult, ``space`` spec, ...), costs, then channels."""
     config = space.validate(config, strict=False)
     cost = space.cost(config)
     doc: dict[str, Any] = {key: value for key, value in meta.items() if value is not None}
@@ -49,7 +49,7 @@ def config_document(space: ChannelSpace, config: Mapping[str, int], **meta: Any)
     return doc
 
 
-def save_config(path: str | Path, space: ChannelSpace, config: Mapping[str, int], **meta: Any) -> Path:
+def save_config(path: str | Path, space: ChannelSpace, config: Mapping[str, int], /, **meta: Any) -> Path:
     """Write ``config`` with its metadata and costs atomically (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
