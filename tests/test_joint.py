@@ -306,3 +306,14 @@ def test_joint_training_refuses_mismatched_configs(tmp_path):
     with pytest.raises(UserError, match="at least two"):
         train_joint({"data": "fake:300"}, tmp_path / "one", channels=paths[1:2])
     assert not (tmp_path / "bad" / "joint.pt").exists()
+
+
+def test_train_one_config_takes_the_model_from_the_file(tmp_path, capsys):
+    paths = _three_configs(tmp_path)
+    argv = ["train", "--channels", str(paths[2]), "--data", "fake:300", "--epochs", "1", "--batch-size", "64",
+            "--out", str(tmp_path / "one"), "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "tiny_cnn" and result["flops"] == yaml.safe_load(paths[2].read_text())["flops"]
+    assert main(["train", "--channels", str(paths[2]), "--kd-weight", "0.5", "--out", str(tmp_path / "x")]) == 2
+    assert "joint training" in capsys.readouterr().err

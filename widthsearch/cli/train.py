@@ -66,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kd_weight is not None or args.calib_images is not None:
         raise UserError("--kd-weight and --calib-images are for joint training (two or more --channels)")
-    if args.model is None and not args.resume:
-        raise UserError("--model is required (unless --resume continues a checkpoint)")
-    flops = parse_count(args.uniform_flops) if args.uniform_flops is not None else None
     channels = args.channels[0] if args.channels else None
+    if args.model is None and channels is not None:
+        values["model"] = _model_of(channels)
+    elif args.model is None and not args.resume:
+        raise UserError("--model is required (unless --channels names it or --resume continues a checkpoint)")
+    flops = parse_count(args.uniform_flops) if args.uniform_flops is not None else None
     result = train_network(values, args.out, channels=channels, uniform_flops=flops, width_mult=args.width_mult,
                            resume=args.resume, progress=progress, stop_after=args.stop_after, echo=echo)
     if not is_main_process():
@@ -80,6 +82,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"test accuracy {100 * result['accuracy']:.2f}%  FLOPs {format_count(result['flops'])}  "
               f"params {format_count(result['params'])}  checkpoint {result['checkpoint']}")
     return 0
+
+
+def _model_of(channels: str) -> str:
+    """The model a config file was searched for (its space spec names it)."""
+    from widthsearch.space.config import read_config_file
+    from widthsearch.training.retrain import config_file_spec
+
+    return config_file_spec(read_config_file(channels), channels, None).model
 
 
 def _report_joint(args: argparse.Namespace, result: dict) -> int:
