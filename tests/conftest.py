@@ -21,7 +21,7 @@ def _deterministic():
 @pytest.fixture(scope="session")
 def supernet_dir(tmp_path_factory):
     """A tiny_cnn supernet trained for one epoch on digits (6 widths per unit), for the search tests."""
-    from widthsearch.training.supernet import train_supernet
+    from widthsearch.training.slimmable import train_supernet
 
     out = tmp_path_factory.mktemp("supernet")
     train_supernet({"model": "tiny_cnn", "data": "digits", "epochs": 1, "groups": 6, "threads": 1}, out)

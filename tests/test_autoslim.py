@@ -10,7 +10,7 @@ from widthsearch.training.evaluate import supernet_evaluator
 from widthsearch.errors import UserError
 from widthsearch.methods.autoslim import greedy_search
 from widthsearch.methods.supernet_search import search_meta
-from widthsearch.training.supernet import load_supernet
+from widthsearch.training.slimmable import load_supernet
 
 # supernet_dir: a tiny trained supernet, shared by the test files (conftest.py)
 

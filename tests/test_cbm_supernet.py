@@ -5,7 +5,7 @@ import pytest
 
 from conftest import shared_path
 from widthsearch.cli.main import main
-from widthsearch.training.supernet import train_supernet
+from widthsearch.training.slimmable import train_supernet
 
 
 @pytest.fixture(scope="module")

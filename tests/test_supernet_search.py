@@ -17,7 +17,7 @@ from widthsearch.errors import UserError
 from widthsearch.methods import supernet_search as ss
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet, target_value
 from widthsearch.training.evaluate import supernet_evaluator
-from widthsearch.training.supernet import load_supernet
+from widthsearch.training.slimmable import load_supernet
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {  # a few dozen evaluations: enough to cross generations, quick on 300 images

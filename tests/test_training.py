@@ -29,8 +29,8 @@ from widthsearch.training import (
     load_supernet,
     make_supernet_evaluator,
     sandwich_configs,
-    sandwich_step,
     soft_cross_entropy,
+    subnet_step,
     teacher_probs,
     train_supernet,
 )
@@ -75,16 +75,17 @@ def test_sandwich_configs_max_min_and_valid_random():
 
 
 def test_every_training_step_visits_max_and_min(tmp_path, monkeypatch):
-    import widthsearch.training.supernet as sn
+    import widthsearch.training.slimmable as sn
 
     calls = []
-    real = sn.sandwich_step
+    real = sn.subnet_step
 
-    def spy(net, x, y, configs, **kw):
-        calls.append([cfg for cfg, _ in configs])
-        return real(net, x, y, configs, **kw)
+    def spy(net, x, y, terms, **kw):
+        calls.append([term.subnet for term in terms])
+        assert [term.kind for term in terms] == ["ce", "kd", "kd", "kd"] and {t.weight for t in terms} == {1.0}
+        return real(net, x, y, terms, **kw)
 
-    monkeypatch.setattr(sn, "sandwich_step", spy)
+    monkeypatch.setattr(sn, "subnet_step", spy)
     train_supernet({**FAST, "epochs": 1, "num_samples": 4, "data": "fake:600"}, tmp_path / "run")
     net, _ = load_supernet(tmp_path / "run")
     space = net.space
@@ -96,12 +97,12 @@ def test_every_training_step_visits_max_and_min(tmp_path, monkeypatch):
 
 
 def test_bf16_channels_last_steps_run_mixed_precision_on_nhwc(tmp_path, monkeypatch):
-    import widthsearch.training.supernet as sn
+    import widthsearch.training.slimmable as sn
 
     seen = []
-    real = sn.sandwich_step
+    real = sn.subnet_step
 
-    def spy(net, x, y, configs, **kw):
+    def spy(net, x, y, terms, **kw):
         conv = next(m for m in net.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
         seen.append((
             torch.is_autocast_enabled("cpu"),
@@ -109,9 +110,9 @@ def test_bf16_channels_last_steps_run_mixed_precision_on_nhwc(tmp_path, monkeypa
             x.is_contiguous(memory_format=torch.channels_last),
             conv.weight.is_contiguous(memory_format=torch.channels_last),
         ))
-        return real(net, x, y, configs, **kw)
+        return real(net, x, y, terms, **kw)
 
-    monkeypatch.setattr(sn, "sandwich_step", spy)
+    monkeypatch.setattr(sn, "subnet_step", spy)
     args = {**FAST, "epochs": 2, "data": "fake:600:3x16x16", "precision": "bf16", "channels_last": True}
     result = train_supernet(args, tmp_path / "bf16")
     assert seen and all(s == (True, torch.bfloat16, True, True) for s in seen)
@@ -184,15 +185,15 @@ def test_label_loss_with_smoothing_matches_hand_computation():
     assert label_loss(logits, target).item() == pytest.approx(-log_q[1], rel=1e-6)
 
 
-def test_sandwich_step_accumulates_label_and_distillation_gradients():
+def test_autoslim_step_accumulates_label_and_distillation_gradients():
     net = _tiny_net()
     model = net.model.train()
     space = net.space
     x = torch.randn(16, 1, 8, 8)
     y = torch.randint(0, 10, (16,))
     cfg_min = space.min_config()
-    configs = [(space.max_config(), "left"), (cfg_min, "left")]
-    stats = sandwich_step(net, x, y, configs, distill=True, label_smoothing=0.1)
+    terms = [(space.max_config(), 1.0, "ce"), (cfg_min, 1.0, "kd")]
+    stats = subnet_step(net, x, y, terms, label_smoothing=0.1)
     got = {n: p.grad.clone() for n, p in model.named_parameters()}
 
     model.zero_grad(set_to_none=True)
@@ -338,23 +339,24 @@ def test_calibrated_export_scores_what_the_evaluator_predicts(trained_digits):
 DDP_SCRIPT = textwrap.dedent(
     """
     import os, sys, torch
-    import widthsearch.training.supernet as sn
+    import widthsearch.training.skeleton as skeleton
+    import widthsearch.training.slimmable as sn
     rank = int(os.environ["RANK"])
     out = sys.argv[1]
     seen = []
-    real = sn.sandwich_step
-    def spy(net, x, y, configs, **kw):
-        seen.append([dict(c) for c, _ in configs])
-        return real(net, x, y, configs, **kw)
-    sn.sandwich_step = spy
+    real = sn.subnet_step
+    def spy(net, x, y, terms, **kw):
+        seen.append([dict(t.subnet) for t in terms])
+        return real(net, x, y, terms, **kw)
+    sn.subnet_step = spy
     captured = {}
-    real_loop = sn.EpochLoop
+    real_loop = skeleton.EpochLoop
     class Loop(real_loop):
         def run(self, stop_after=None):
             history = super().run(stop_after)
             captured["state"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             return history
-    sn.EpochLoop = Loop
+    skeleton.EpochLoop = Loop
     torch.set_num_threads(1)
     sn.train_supernet({"data": "fake:400", "epochs": 1, "batch_size": 64, "num_samples": 4,
                        "calib_images": 64, "device": "cpu"}, out)

@@ -3,20 +3,23 @@
 File format (``torch.save`` of plain data, loadable with ``weights_only=True``)::
 
     {"format": "widthsearch.static/1", "model": str, "width_mult": float, "num_classes": int,
-     "input_shape": [C, H, W], "groups": int, "channels": {unit: width}, "flops": int,
-     "params": int, "bn_recalibrated": bool, "state_dict": {...}}
+     "input_shape": [C, H, W], "groups": int, "space": {SpaceSpec as a dict}, "channels": {unit: width},
+     "select": {unit: "right" | ranking} (only when some unit does not keep its first channels),
+     "flops": int, "params": int, "bn_recalibrated": bool, "state_dict": {...}}
+
+Files written before ``space`` existed are rebuilt from their model/width_mult/groups entries.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 import torch.nn as nn
 
 from widthsearch.errors import UserError
-from widthsearch.models import build_model
 from widthsearch.space import Supernet
+from widthsearch.space.spec import SpaceSpec, build_supernet
+from widthsearch.space.subnet import Subnet, as_subnet
 from widthsearch.training.checkpoint import atomic_save, load_checkpoint
 
 STATIC_FORMAT = "widthsearch.static/1"
@@ -24,17 +27,24 @@ STATIC_FORMAT = "widthsearch.static/1"
 
 def save_static(path: str | Path, net: Supernet, config: Mapping[str, int], meta: Mapping[str, Any],
                 bn_recalibrated: bool) -> dict[str, Any]:
-    """Export ``net`` at ``config`` and save it with its metadata; returns the saved header."""
-    static = net.export(dict(config))
-    cost = net.space.cost(config)
+    """Export ``net`` at ``config`` and save it with its metadata; returns the saved header.
+
+    ``meta`` names the model (model, num_classes, input_shape, ...) and, as ``space``, the spec of
+    ``net``'s space, from which :func:`load_static` rebuilds the network.
+    """
+    subnet = as_subnet(config)
+    static = net.export(subnet)
+    cost = net.space.cost(subnet)
+    space = meta.get("space") or {}
     header = {
         "format": STATIC_FORMAT,
         "model": meta["model"],
-        "width_mult": float(meta.get("width_mult", 1.0)),
+        "width_mult": float(space.get("width_mult", meta.get("width_mult", 1.0))),
         "num_classes": int(meta["num_classes"]),
         "input_shape": [int(d) for d in meta["input_shape"]],
-        "groups": meta.get("groups"),
-        "channels": {k: int(v) for k, v in config.items()},
+        "groups": space.get("groups", meta.get("groups")),
+        "space": meta.get("space"),
+        **subnet.to_doc(),
         "flops": cost.flops,
         "params": cost.params,
         "bn_recalibrated": bool(bn_recalibrated),
@@ -46,10 +56,8 @@ def save_static(path: str | Path, net: Supernet, config: Mapping[str, int], meta
 def load_static(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild an exported static network (eval mode) and its header."""
     ckpt = load_checkpoint(path, expect=STATIC_FORMAT)
-    model = build_model(ckpt["model"], num_classes=ckpt["num_classes"], width_mult=ckpt["width_mult"])
-    example = torch.randn(1, *ckpt["input_shape"])
-    net = Supernet(model, example, groups=ckpt["groups"])
-    static = net.export(net.space.validate(ckpt["channels"], strict=False))
+    net, _ = build_supernet(SpaceSpec.from_dict(ckpt.get("space") or ckpt))
+    static = net.export(net.space.validate(Subnet.from_doc(ckpt), strict=False))
     try:
         static.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:

@@ -80,7 +80,7 @@ def score_with_supernet(
     """
     from widthsearch.bench.cbm import MODEL_NAMES
     from widthsearch.training.evaluate import check_metric, heldout_eval_set, supernet_metrics
-    from widthsearch.training.supernet import load_supernet
+    from widthsearch.training.slimmable import load_supernet
 
     check_metric(metric)  # before any work
     from widthsearch.training.distributed import resolve_device

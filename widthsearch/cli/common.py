@@ -4,13 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-
 from widthsearch.errors import UserError
+from widthsearch.models import MODEL_NAMES, model_info
+from widthsearch.space.analysis import RESIDUAL_POLICIES
+from widthsearch.space.spec import SpaceSpec
 from widthsearch.formatting import parse_shape
-from widthsearch.models import MODEL_NAMES, build_model, model_info
-from widthsearch.space import ChannelSpace
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -20,7 +18,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) 
     parser.add_argument("--input", default=None, metavar="CxHxW", help="input shape (default: the model's)")
 
 
-def add_space_arguments(parser: argparse.ArgumentParser, default_groups: int = 10) -> None:
+def add_space_arguments(parser: argparse.ArgumentParser, default_groups: int = 10,
+                        default_residual: str | None = "tie") -> None:
     parser.add_argument(
         "--groups", type=int, default=default_groups, metavar="G",
         help=f"G evenly spaced widths per unit (default {default_groups}; AutoSlim uses 10-12)",
@@ -28,24 +27,33 @@ def add_space_arguments(parser: argparse.ArgumentParser, default_groups: int = 1
     parser.add_argument("--divisor", type=int, default=None, metavar="D", help="widths are multiples of D instead")
     parser.add_argument("--round-to", type=int, default=None, metavar="R",
                         help="round each of the G group widths to a multiple of R (the full width stays)")
+    add_residual_argument(parser, default_residual)
 
 
-def build_model_and_input(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, tuple[int, ...]]:
-    """The zoo model named by ``--model`` and an example input of ``--input`` shape (batch 1)."""
+def add_residual_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--residual tie|pad``; ``None`` as default means "tie, or as recorded in the checkpoint/config"."""
+    parser.add_argument("--residual", default=default, choices=list(RESIDUAL_POLICIES),
+                        help="residual adds: tie their operands into one unit (default) or pad: separate units, "
+                        "zero-padded sums")
+
+
+def input_shape(args: argparse.Namespace) -> tuple[int, ...]:
+    """The ``--input`` shape (default: the model's), checked against the model's image channels."""
     info = model_info(args.model)
     default = tuple(info["input_shape"])
     shape = parse_shape(args.input) if args.input else default
     if len(shape) != len(default) or shape[0] != default[0]:
         expected = "x".join([str(default[0])] + ["N"] * (len(default) - 1))
         raise UserError(f"bad input shape {'x'.join(map(str, shape))} for {args.model}: expected {expected}")
-    model = build_model(args.model, num_classes=args.num_classes, width_mult=args.width_mult)
-    return model, torch.randn(1, *shape), shape
+    return shape
 
 
-def build_space(model: nn.Module, example: torch.Tensor, args: argparse.Namespace) -> ChannelSpace:
-    if args.groups is not None and args.groups < 1:
-        raise UserError(f"--groups must be a positive integer, got {args.groups}")
-    return ChannelSpace.from_model(model, example, groups=args.groups, divisor=args.divisor, round_to=args.round_to)
+def model_spec(args: argparse.Namespace) -> SpaceSpec:
+    """The space spec named by ``--model``/``--width-mult``/``--num-classes``/``--input`` and the space flags."""
+    return SpaceSpec(
+        args.model, float(args.width_mult), num_classes=args.num_classes, input_shape=input_shape(args),
+        groups=args.groups, divisor=args.divisor, round_to=args.round_to, residual=args.residual or "tie",
+    )
 
 
 def existing_file(path: str | Path, what: str) -> Path:

@@ -1,37 +1,38 @@
-"""``widthsearch export``: split a supernet (or any checkpoint of a zoo model) into static nets."""
+"""``widthsearch export``: split a supernet, a joint run or a zoo model's weights into static nets."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 import torch
 
-from widthsearch.cli.common import (
-    add_model_arguments, add_space_arguments, build_model_and_input, build_space, existing_file, refuse_overwrite,
-)
+from widthsearch.cli.common import add_model_arguments, add_space_arguments, existing_file, model_spec, refuse_overwrite
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
 from widthsearch.export import save_static
 from widthsearch.formatting import format_count
 from widthsearch.models import model_info
-from widthsearch.space import Supernet
 from widthsearch.space.config import load_config
-from widthsearch.training.checkpoint import SUPERNET_FORMAT
+from widthsearch.space.spec import build_supernet
+from widthsearch.formatting import format_count
+from widthsearch.training.checkpoint import JOINT_FORMAT, SUPERNET_FORMAT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("export", help="export channel configs of a checkpoint as static networks")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT",
-                        help="supernet.pt from `widthsearch supernet`, or a state_dict of --model at full width")
-    parser.add_argument("--channels", action="append", required=True, metavar="CFG.yaml",
-                        help="channel config; repeat to export several (then --out is a folder)")
+                        help="supernet.pt from `widthsearch supernet`, joint.pt from `widthsearch train --channels A B ...` "
+                        "(exports each of its configs), or a state_dict of --model at full width")
+    parser.add_argument("--channels", nargs="+", default=None, metavar="CFG.yaml",
+                        help="channel config(s) to export (then --out is a folder when several; not for joint.pt)")
     parser.add_argument("--out", required=True, metavar="FILE|DIR", help="output .pt file (a folder for several)")
     parser.add_argument("--no-recalibrate", action="store_true",
                         help="keep the supernet's shared BN statistics instead of recalibrating per config")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_arguments(parser, required=False)
-    add_space_arguments(parser)
+    add_space_arguments(parser, default_residual=None)
     parser.set_defaults(func=run)
 
 
@@ -45,16 +46,21 @@ def _read(path: Path) -> dict:
     return ckpt
 
 
-def _supernet_and_meta(args: argparse.Namespace):
-    """(net, meta, calibration batches or None) for either kind of checkpoint."""
-    path = existing_file(args.checkpoint, "checkpoint")
-    ckpt = _read(path)
+def _check_residual(args: argparse.Namespace, meta: dict) -> None:
+    recorded = meta["space"]["residual"]
+    if args.residual is not None and args.residual != recorded:
+        raise UserError(f"{args.checkpoint} was trained with --residual {recorded}, not {args.residual}")
+
+
+def _supernet_and_meta(args: argparse.Namespace, ckpt: dict, path: Path):
+    """(net, meta, calibration batches or None) for a supernet checkpoint or a plain state_dict."""
     if ckpt.get("format") == SUPERNET_FORMAT:
         from widthsearch.data import load_data
         from widthsearch.training.evaluate import calibration_batches
-        from widthsearch.training.supernet import load_supernet
+        from widthsearch.training.slimmable import load_supernet
 
         net, meta = load_supernet(path)
+        _check_residual(args, meta)
         calib = None
         if not args.no_recalibrate:
             data = load_data(meta["data"], meta["heldout_fraction"], meta["seed"], augment="none")
@@ -63,35 +69,78 @@ def _supernet_and_meta(args: argparse.Namespace):
     if not args.model:
         raise UserError(f"{path} is a plain state_dict: say which zoo model it belongs to with --model")
     state = ckpt.get("state_dict", ckpt.get("model", ckpt))
-    model, example, shape = build_model_and_input(args)
+    net, spec = build_supernet(model_spec(args))
     try:
-        model.load_state_dict(state)
+        net.model.load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"{path} does not fit {args.model}: {str(exc).splitlines()[0]}") from None
-    net = Supernet(model, example, space=build_space(model, example, args))
-    meta = {"model": args.model, "width_mult": args.width_mult, "input_shape": list(shape),
-            "num_classes": args.num_classes or model_info(args.model)["num_classes"], "groups": args.groups}
+    meta = {"model": args.model, "width_mult": args.width_mult, "input_shape": list(spec.input_shape),
+            "num_classes": args.num_classes or model_info(args.model)["num_classes"], "groups": args.groups,
+            "space": spec.to_dict()}
     return net, meta, None
 
 
+def _targets(sources: list[Path], out: Path) -> list[Path]:
+    """Where each export goes: ``--out`` itself for one config (unless a folder), else ``out/<stem>.pt``."""
+    if len(sources) == 1:
+        return [out / f"{sources[0].stem}.pt" if out.is_dir() else out]
+    stems = [s.stem for s in sources]
+    if len(set(stems)) < len(stems):  # same file names from different folders: number them
+        stems = [f"{i}-{stem}" for i, stem in enumerate(stems)]
+    return [out / f"{stem}.pt" for stem in stems]
+
+
+def _joint_exports(args: argparse.Namespace, path: Path):
+    """(meta, [(config file, subnet, context normalising with its BN statistics)]) of a joint run."""
+    from widthsearch.training.joint import load_joint, using_bn_statistics
+
+    if args.channels:
+        raise UserError(f"{path} is a joint run: it exports its own configs; drop --channels")
+    net, meta, members = load_joint(path)
+    _check_residual(args, meta)
+    if not all(m.bn for m in members):
+        raise UserError(f"{path} holds no per-config BN statistics yet (no epoch finished)")
+    return net, meta, [(Path(m.source), m.subnet, using_bn_statistics(net.model, m.bn)) for m in members]
+
+
+def _config_exports(args: argparse.Namespace, ckpt: dict, path: Path):
+    if not args.channels:
+        raise UserError("give the --channels config(s) to export")
+    sources = [existing_file(c, "channel config") for c in args.channels]
+    net, meta, calib = _supernet_and_meta(args, ckpt, path)
+    exports = []
+    for source in sources:
+        config = load_config(source, net.space, model=meta["model"], strict=False)[0]
+        exports.append((source, config, _calibrated(net, calib, config)))
+    return net, meta, exports
+
+
+@contextlib.contextmanager
+def _calibrated(net, calib, config):
+    """Recalibrate BN for ``config`` when entered (the statistics are written into the net)."""
+    if calib is not None:
+        net.calibrate_bn(calib, config)
+    yield
+
+
 def run(args: argparse.Namespace) -> int:
-    configs = [existing_file(c, "channel config") for c in args.channels]
-    out = Path(args.out)
-    if len(configs) > 1:
-        targets = [out / f"{c.stem}.pt" for c in configs]
-    else:
-        targets = [out / f"{configs[0].stem}.pt" if out.is_dir() else out]
+    path = existing_file(args.checkpoint, "checkpoint")
+    ckpt = _read(path)
+    joint = ckpt.get("format") == JOINT_FORMAT
+    if not joint and args.channels:
+        for target in _targets([Path(c) for c in args.channels], Path(args.out)):
+            refuse_overwrite(target, args.force)  # before any work
+    net, meta, exports = _joint_exports(args, path) if joint else _config_exports(args, ckpt, path)
+    targets = _targets([source for source, _, _ in exports], Path(args.out))
     for target in targets:
         refuse_overwrite(target, args.force)
-    net, meta, calib = _supernet_and_meta(args)
-    loaded = [load_config(c, net.space, model=meta["model"], strict=False)[0] for c in configs]
+    recalibrated = joint or (not args.no_recalibrate and ckpt.get("format") == SUPERNET_FORMAT)
     results = []
-    for path, config, target in zip(configs, loaded, targets):
+    for (source, config, bn_context), target in zip(exports, targets):
         target.parent.mkdir(parents=True, exist_ok=True)
-        if calib is not None:
-            net.calibrate_bn(calib, config)
-        header = save_static(target, net, config, meta, bn_recalibrated=calib is not None)
-        results.append({"channels": str(path), "out": str(target), "flops": header["flops"],
+        with bn_context:
+            header = save_static(target, net, config, meta, bn_recalibrated=recalibrated)
+        results.append({"channels": str(source), "out": str(target), "flops": header["flops"],
                         "params": header["params"], "bn_recalibrated": header["bn_recalibrated"]})
     if args.json:
         print_json({"exported": results})
@@ -100,3 +149,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r['out']}: FLOPs {format_count(r['flops'])}, params {format_count(r['params'])}"
                   f"{', BN recalibrated' if r['bn_recalibrated'] else ''}")
     return 0
+

@@ -5,12 +5,12 @@ import argparse
 
 import torch
 
-from widthsearch.cli.common import add_model_arguments, add_space_arguments, build_model_and_input, build_space
+from widthsearch.cli.common import add_model_arguments, add_space_arguments, model_spec
 from widthsearch.cli.main import print_json
 from widthsearch.costs import count_flops, count_params, measure_latency
-from widthsearch.formatting import format_count
-from widthsearch.space import Supernet
 from widthsearch.space.config import load_config
+from widthsearch.space.spec import build_space_model, build_supernet
+from widthsearch.formatting import format_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,12 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, example, shape = build_model_and_input(args)
-    config = None
+    spec = model_spec(args)
+    shape = spec.input_shape
+    example = torch.randn(1, *shape)
     if args.channels:
-        net = Supernet(model, example, space=build_space(model, example, args))
+        net, spec = build_supernet(spec)
         config, _ = load_config(args.channels, net.space, model=args.model, strict=False)
         model = net.export(config)
+    else:
+        model = build_space_model(spec)
     flops = count_flops(model, example)
     params = count_params(model)
     latency = None

@@ -16,7 +16,7 @@ from widthsearch.search import SEARCH_ALGORITHMS, search_algorithm
 from widthsearch.formatting import format_count
 from widthsearch.training.distributed import resolve_device
 from widthsearch.training.evaluate import supernet_evaluator
-from widthsearch.training.supernet import load_supernet
+from widthsearch.training.slimmable import load_supernet
 
 __all__ = ["register", "run", "search_meta"]  # search_meta: still importable from here
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from widthsearch.cli.common import add_model_arguments, add_space_arguments, build_model_and_input, build_space
+from widthsearch.cli.common import add_model_arguments, add_space_arguments, model_spec
 from widthsearch.cli.main import print_json
+from widthsearch.space.spec import build_supernet
 from widthsearch.formatting import format_count
 
 
@@ -18,13 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, example, shape = build_model_and_input(args)
-    space = build_space(model, example, args)
+    spec = model_spec(args)
+    space = build_supernet(spec)[0].space
     max_cost, min_cost = space.cost(space.max_config()), space.cost(space.min_config())
     if args.json:
         print_json({
             "model": args.model,
-            "input_shape": list(shape),
+            "input_shape": list(spec.input_shape),
+            "residual": spec.residual,
             "units": [
                 {"name": u.name, "max": u.max, "choices": list(u.choices), "members": list(u.members)}
                 for u in space.units

@@ -77,7 +77,7 @@ def run_autoslim(
     from widthsearch.training.evaluate import supernet_evaluator
     from widthsearch.training.distributed import resolve_device
     from widthsearch.training.retrain import train_network
-    from widthsearch.training.supernet import load_supernet, train_supernet
+    from widthsearch.training.slimmable import load_supernet, train_supernet
 
     s = {**RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
     out = Path(out_dir)

@@ -124,6 +124,7 @@ def search_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "model": meta["model"], "width_mult": meta["width_mult"], "input_shape": list(meta["input_shape"]),
         "num_classes": meta["num_classes"], "groups": meta["groups"], "supernet": meta["path"],
+        "space": meta.get("space"),
     }
 
 

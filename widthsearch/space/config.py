@@ -33,8 +33,8 @@ from widthsearch.space.channel_space import ChannelSpace, Config
 from widthsearch.space.subnet import Subnet
 
 
-def config_document(space: ChannelSpace, config: Mapping[str, int], **meta: Any) -> dict[str, Any]:
-    """The YAML document of ``config``: metadata (model, width_mult, ...), costs, then channels."""
+def config_document(space: ChannelSpace, config: Mapping[str, int], /, **meta: Any) -> dict[str, Any]:
+    """The YAML document of ``config``: metadata (model, width_mult, ``space`` spec, ...), costs, then channels."""
     config = space.validate(config, strict=False)
     cost = space.cost(config)
     doc: dict[str, Any] = {key: value for key, value in meta.items() if value is not None}
@@ -48,7 +48,7 @@ def config_document(space: ChannelSpace, config: Mapping[str, int], **meta: Any)
     return doc
 
 
-def save_config(path: str | Path, space: ChannelSpace, config: Mapping[str, int], **meta: Any) -> Path:
+def save_config(path: str | Path, space: ChannelSpace, config: Mapping[str, int], /, **meta: Any) -> Path:
     """Write ``config`` with its metadata and costs atomically (temp file + rename)."""
     text = yaml.safe_dump(config_document(space, config, **meta), sort_keys=False)
     return write_text_atomic(path, text)

@@ -2,9 +2,13 @@
 
 A checkpoint is a dict of tensors, ints, floats, strings, bools, lists and dicts:
 
-``format``      ``"widthsearch.supernet/1"`` or ``"widthsearch.model/1"``
+``format``      ``"widthsearch.supernet/1"``, ``"widthsearch.model/1"`` or ``"widthsearch.joint/1"``
 ``epoch``       number of completed epochs
 ``args``        the run's arguments (model, width_mult, groups, input_shape, num_classes, data, ...)
+``space``       the :class:`~widthsearch.space.spec.SpaceSpec` of the network, as a dict (older
+                checkpoints have none: their args hold model/width_mult/groups/...)
+``states``      further states by name: ``strategy`` (a supernet training strategy's own state),
+                ``subnet_bn`` (a joint run's per-subnet BN statistics)
 ``model``       the model's ``state_dict``
 ``optimizer``   / ``scheduler`` states
 ``rng``         python / numpy / torch (and CUDA) generator states at the end of the epoch
@@ -25,6 +29,7 @@ from widthsearch.io import torch_save_atomic as atomic_save  # the name importer
 __all__ = [
     "SUPERNET_FORMAT",
     "MODEL_FORMAT",
+    "JOINT_FORMAT",
     "atomic_save",
     "load_checkpoint",
     "rng_state",
@@ -33,6 +38,7 @@ __all__ = [
 
 SUPERNET_FORMAT = "widthsearch.supernet/1"
 MODEL_FORMAT = "widthsearch.model/1"
+JOINT_FORMAT = "widthsearch.joint/1"
 
 
 def load_checkpoint(path: str | Path, expect: str | None = None) -> dict:

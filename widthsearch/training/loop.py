@@ -80,6 +80,9 @@ class EpochLoop:
     ``step_fn(x, y, rng) -> {"losses": [...], "correct": int}`` does the forward/backward passes
     (gradients are zeroed before and averaged over ranks after it, then the optimizer steps);
     ``eval_fn() -> dict`` runs on rank 0 after every epoch and its values join the log row.
+    ``states`` are further objects with ``state_dict()``/``load_state_dict()`` (a stateful training
+    strategy, per-subnet BN statistics): saved under ``"states"`` in every checkpoint, restored by
+    :meth:`load`.
     """
 
     def __init__(
@@ -94,15 +97,17 @@ class EpochLoop:
         ckpt_path: Path,
         ckpt_format: str,
         ckpt_extra: dict | None = None,
+        states: Mapping[str, Any] | None = None,
         progress: bool = False,
         echo: Callable[[str], None] | None = None,
     ) -> None:
         self.ctx, self.args, self.model, self.loader = ctx, args, model, loader
         self.step_fn, self.eval_fn = step_fn, eval_fn
         self.ckpt_path, self.ckpt_format, self.ckpt_extra = ckpt_path, ckpt_format, dict(ckpt_extra or {})
+        self.states = dict(states or {})
         self.log_path = ckpt_path.parent / "log.jsonl"
         self.progress, self.echo = progress, echo
-        # validated with the other recipe arguments (supernet._check_common) before any work
+        # validated with the other recipe arguments (recipe.check_recipe) before any work
         self.precision = args["precision"]
         self.channels_last = bool(args["channels_last"])
         apply_memory_format(model, self.channels_last)
@@ -129,6 +134,10 @@ class EpochLoop:
         set_rng_state(ckpt["rng"])
         self.epoch = int(ckpt["epoch"])
         self.history = list(ckpt.get("history", []))
+        saved_states = ckpt.get("states", {})
+        for name, obj in self.states.items():
+            if name in saved_states:
+                obj.load_state_dict(saved_states[name])
         if self.epoch > self.args["epochs"]:
             raise UserError(f"checkpoint already has {self.epoch} epochs, more than --epochs {self.args['epochs']}")
         saved_epochs = int(ckpt["args"].get("epochs", self.args["epochs"]))
@@ -150,6 +159,7 @@ class EpochLoop:
             "rng": rng_state(),
             "history": self.history,
             "world_size": self.ctx.world_size,
+            "states": {name: obj.state_dict() for name, obj in self.states.items()},
             **self.ckpt_extra,
         }
 
@@ -246,6 +256,8 @@ def _format_row(row: dict, epochs: int) -> str:
     for key, label in (("max_acc", "max acc"), ("min_acc", "min acc"), ("heldout_acc", "held-out acc")):
         if key in row:
             parts.append(f"{label} {100 * row[key]:.2f}%")
+    if row.get("subnet_acc"):
+        parts.append("subnet accs " + "/".join(f"{100 * a:.2f}" for a in row["subnet_acc"]) + "%")
     parts.append(f"{row['img_per_s']:.0f} img/s")
     parts.append(f"{row['seconds']:.1f}s")
     return "  ".join(parts)

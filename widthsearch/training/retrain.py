@@ -2,8 +2,9 @@
 
 Three ways to name the network (``net`` entry of the arguments):
 
-* a channel config (``--channels CFG.yaml``): the zoo model at the config's ``width_mult`` is
-  wrapped in a :class:`~widthsearch.space.Supernet` and ``export(config)`` gives the static net;
+* a channel config (``--channels CFG.yaml``): the supernet of the config's space spec (its
+  ``space`` entry; older files: model/width_mult/groups) is rebuilt with
+  :func:`~widthsearch.space.spec.build_supernet` and ``export(config)`` gives the static net;
 * ``--uniform-flops F``: the zoo model with the width multiplier whose FLOPs are closest to ``F``
   (bisection on ``width_mult``; the model's own rounding rule keeps it a genuine "same network,
   narrower" baseline, and is much finer than the supernet's 10 groups);
@@ -17,22 +18,27 @@ biases, the data set's augmentation.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from widthsearch.data import Dataset, load_data
+from widthsearch.data import Dataset
 from widthsearch.errors import UserError
+from widthsearch.space.spec import SpaceSpec, build_space_model, build_supernet
+from widthsearch.space.subnet import Subnet
 from widthsearch.training.checkpoint import MODEL_FORMAT, load_checkpoint
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import evaluate
-from widthsearch.training.loop import EpochLoop, prepare_output, resolve_args, write_json_atomic
+from widthsearch.training.loop import EpochLoop
+from widthsearch.training.skeleton import Job, TrainingKind, record_spec, run_training, spec_for_data
 from widthsearch.training.steps import plain_step
-from widthsearch.training.supernet import _check_common, _example_input, build_for_data, set_threads
 
 __all__ = [
+    "NETWORK_TRAINING",
     "TRAIN_DEFAULTS",
     "train_network",
     "load_trained",
@@ -40,30 +46,14 @@ __all__ = [
     "uniform_width_for_flops",
     "network_cost",
     "build_network",
+    "config_file_spec",
 ]
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "model": "tiny_cnn",
-    "data": "digits",
-    "net": None,  # {"kind": "width", "width_mult": w} | {"kind": "config", "width_mult", "groups", "channels"}
-    "epochs": 10,
-    "batch_size": 128,
-    "lr": 0.1,
-    "weight_decay": 5e-4,
-    "momentum": 0.9,
-    "nesterov": True,
-    "warmup_epochs": 0.0,
-    "label_smoothing": 0.0,
-    "seed": 0,
-    "heldout_fraction": 0.1,
-    "augment": "default",
-    "device": "auto",
-    "threads": None,
-    "precision": "fp32",
-    "channels_last": False,
-}
-
 CHECKPOINT_NAME = "model.pt"
+
+#: retraining's arguments beyond the recipe; ``net`` is set from the network chosen at the start:
+#: ``{"kind": "width", "width_mult": w}`` or ``{"kind": "config", "channels": {...}, "select": ...}``
+NETWORK_OPTIONS: dict[str, Any] = {"model": "tiny_cnn", "net": None, "residual": "tie"}
 
 
 def reinitialize(model: nn.Module) -> nn.Module:
@@ -92,10 +82,9 @@ def reinitialize(model: nn.Module) -> nn.Module:
 
 def network_cost(model: nn.Module, input_shape) -> tuple[int, int]:
     """(FLOPs as MACs of conv + linear, parameters) of a static network."""
-    from widthsearch.space import ChannelSpace
+    from widthsearch.costs import count_flops, count_params
 
-    cost = ChannelSpace.from_model(model, _example_input(input_shape), groups=1).cost()
-    return int(cost.flops), int(cost.params)
+    return count_flops(model, torch.zeros(1, *[int(s) for s in input_shape])), count_params(model)
 
 
 def uniform_width_for_flops(
@@ -113,8 +102,8 @@ def uniform_width_for_flops(
 
     def flops(w: float) -> int:
         if w not in cache:
-            model, _ = build_for_data(model_name, data, w)
-            cache[w] = network_cost(model, data.input_shape)[0]
+            spec = spec_for_data(SpaceSpec(model_name, w), data)
+            cache[w] = network_cost(build_space_model(spec), data.input_shape)[0]
         return cache[w]
 
     lo, hi = 1e-3, 1.0
@@ -136,22 +125,35 @@ def uniform_width_for_flops(
     return hi, above
 
 
-def build_network(model_name: str, data_like, net_spec: Mapping[str, Any], model_kwargs: Mapping[str, Any]) -> nn.Module:
-    """The static network described by ``net_spec`` (weights as built; not re-initialised)."""
-    from widthsearch.models import build_model
-    from widthsearch.space import Supernet
+def build_network(spec: SpaceSpec, net: Mapping[str, Any]) -> nn.Module:
+    """The static network ``net`` of the space ``spec`` (weights as built; not re-initialised).
 
-    num_classes, input_shape = data_like
-    if net_spec["kind"] == "width":
-        return build_model(model_name, num_classes=num_classes, width_mult=float(net_spec["width_mult"]), **model_kwargs)
-    if net_spec["kind"] == "config":
-        full = build_model(model_name, num_classes=num_classes, width_mult=float(net_spec["width_mult"]), **model_kwargs)
-        net = Supernet(full, _example_input(input_shape), groups=net_spec.get("groups"))
-        config = net.space.validate(dict(net_spec["channels"]), strict=False)
-        static = net.export(config)
+    A ``"width"`` network is the spec's model itself; a ``"config"`` network is exported from the
+    spec's supernet at its channels (and selectors).
+    """
+    if net["kind"] == "width":
+        return build_space_model(spec)
+    if net["kind"] == "config":
+        supernet, _ = build_supernet(spec)
+        static = supernet.export(supernet.space.validate(Subnet.from_doc(net), strict=False))
         static.train()
         return static
-    raise ValueError(f"unknown network kind {net_spec['kind']!r}")
+    raise ValueError(f"unknown network kind {net['kind']!r}")
+
+
+def config_file_spec(doc: Mapping[str, Any], path: str | Path, model_name: str | None,
+                     residual: str | None = None) -> SpaceSpec:
+    """The space a config YAML's widths refer to (its ``space`` entry, or the older top-level keys).
+
+    ``model_name`` and an explicit ``residual`` must agree with the file.
+    """
+    if doc.get("model") not in (None, model_name) and model_name is not None:
+        raise UserError(f"{path}: written for model {doc['model']!r}, not {model_name!r}")
+    saved = doc.get("space") if isinstance(doc.get("space"), Mapping) else doc
+    spec = SpaceSpec.from_dict({"model": model_name, **{k: v for k, v in saved.items() if v is not None}})
+    if residual is not None and residual != spec.residual:
+        raise UserError(f"{path}: its widths refer to the space with --residual {spec.residual}, not {residual}")
+    return spec
 
 
 def _resolve_net(
@@ -160,35 +162,92 @@ def _resolve_net(
     channels: str | Path | Mapping[str, int] | None,
     uniform_flops: float | None,
     width_mult: float | None,
-) -> dict:
+    residual: str | None,
+) -> tuple[dict, SpaceSpec]:
+    """The network to train as ``(net entry of the arguments, its space spec)``."""
     if channels is not None and uniform_flops is not None:
         raise UserError("give either --channels or --uniform-flops, not both")
     if isinstance(channels, Mapping):
-        # a config dict: its widths refer to the model at ``width_mult`` (the supernet's width)
-        from widthsearch.space import Supernet
-
-        wm = float(width_mult if width_mult is not None else 1.0)
-        full, _ = build_for_data(model_name, data, wm)
-        net = Supernet(full, _example_input(data.input_shape), groups=10)
-        config = net.space.validate(dict(channels), strict=False)
-        return {"kind": "config", "width_mult": wm, "groups": 10, "channels": dict(config), "source": "dict"}
+        # a config dict or Subnet: its widths refer to the model at ``width_mult`` (the supernet's width)
+        spec = SpaceSpec(model_name, float(width_mult if width_mult is not None else 1.0), residual=residual or "tie")
+        net, spec = build_supernet(spec_for_data(spec, data))
+        config = net.space.validate(channels, strict=False)
+        return _config_entry(config, spec, "dict"), spec
     if channels is not None:
-        from widthsearch.space import Supernet
         from widthsearch.space.config import load_config, read_config_file
 
-        doc = read_config_file(channels)
-        if doc.get("model") not in (None, model_name):
-            raise UserError(f"{channels}: written for model {doc['model']!r}, not {model_name!r}")
-        wm = float(doc.get("width_mult", width_mult if width_mult is not None else 1.0))
-        groups = doc.get("groups") or 10
-        full, _ = build_for_data(model_name, data, wm)
-        net = Supernet(full, _example_input(data.input_shape), groups=groups)
+        spec = config_file_spec(read_config_file(channels), channels, model_name, residual)
+        net, spec = build_supernet(spec_for_data(spec, data))
         config, _meta = load_config(channels, net.space, model=model_name, strict=False)
-        return {"kind": "config", "width_mult": wm, "groups": groups, "channels": dict(config), "source": str(channels)}
+        return _config_entry(config, spec, str(channels)), spec
     if uniform_flops is not None:
         w, flops = uniform_width_for_flops(model_name, data, float(uniform_flops))
-        return {"kind": "width", "width_mult": float(w), "target_flops": float(uniform_flops), "flops": int(flops)}
-    return {"kind": "width", "width_mult": float(width_mult if width_mult is not None else 1.0)}
+        net = {"kind": "width", "width_mult": float(w), "target_flops": float(uniform_flops), "flops": int(flops)}
+    else:
+        net = {"kind": "width", "width_mult": float(width_mult if width_mult is not None else 1.0)}
+    return net, spec_for_data(SpaceSpec(model_name, net["width_mult"], residual=residual or "tie"), data)
+
+
+def _config_entry(config: Mapping[str, int], spec: SpaceSpec, source: str) -> dict:
+    doc = (config if isinstance(config, Subnet) else Subnet(config)).to_doc()
+    return {"kind": "config", "width_mult": spec.width_mult, "groups": spec.groups, **doc, "source": source}
+
+
+def saved_network_spec(ckpt: Mapping[str, Any]) -> SpaceSpec:
+    """The space spec of a trained-model checkpoint (older ones: from the arguments and ``net``)."""
+    if ckpt.get("space"):
+        return SpaceSpec.from_dict(ckpt["space"])
+    a, net = ckpt["args"], ckpt["args"]["net"]
+    return SpaceSpec.from_dict({**a, **{k: net[k] for k in ("width_mult", "groups") if k in net}})
+
+
+def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, channels, uniform_flops,
+           width_mult, residual) -> Job:
+    if ckpt is None:
+        a["net"], spec = _resolve_net(a["model"], data, channels, uniform_flops, width_mult, residual)
+    elif channels is not None or uniform_flops is not None or width_mult is not None:
+        raise UserError("when resuming, the network comes from the checkpoint; drop --channels/--uniform-flops/--width-mult")
+    else:
+        spec = saved_network_spec(ckpt)
+        if residual is not None and residual != spec.residual:
+            raise UserError(f"--residual {residual} differs from the checkpoint's {spec.residual}")
+    a["residual"] = spec.residual
+    record_spec(a, spec)
+    torch.manual_seed(a["seed"])
+    model = build_network(spec, a["net"])
+    torch.manual_seed(a["seed"])
+    reinitialize(model)
+    model.to(ctx.device)
+    flops, params = network_cost(model, spec.input_shape)
+
+    def step(xb, yb, rng):
+        return plain_step(model, xb, yb, label_smoothing=a["label_smoothing"])
+
+    def evaluate_epoch() -> dict:
+        if len(data.heldout) == 0:
+            return {}
+        return {"heldout_acc": evaluate(model, data.heldout.x, data.heldout.y)}
+
+    def summarize(loop: EpochLoop, last: dict) -> dict:
+        return {
+            "accuracy": evaluate(model, data.test.x, data.test.y) if ctx.is_main else None,
+            "flops": flops,
+            "params": params,
+            "network": {k: v for k, v in a["net"].items() if k not in ("channels", "select")},
+            "channels": a["net"].get("channels"),
+            "heldout_accuracy": last.get("heldout_acc"),
+            "test_images": len(data.test),
+        }
+
+    return Job(model=model, step=step, evaluate_epoch=evaluate_epoch, summarize=summarize,
+               ckpt_extra={"space": spec.to_dict()})
+
+
+NETWORK_TRAINING = TrainingKind(
+    what="a trained-model", checkpoint_name=CHECKPOINT_NAME, format=MODEL_FORMAT, options=NETWORK_OPTIONS,
+    build=functools.partial(_build, channels=None, uniform_flops=None, width_mult=None, residual=None),
+)
+TRAIN_DEFAULTS: dict[str, Any] = NETWORK_TRAINING.defaults()
 
 
 def train_network(
@@ -206,89 +265,19 @@ def train_network(
     """Train a static network from scratch and report its test accuracy.
 
     ``args``: any of :data:`TRAIN_DEFAULTS` except ``net``; the network is given by ``channels``
-    (a config YAML path, or a config dict whose widths refer to the model at ``width_mult``),
-    ``uniform_flops`` or ``width_mult`` (see the module docstring). Writes
-    ``out_dir/model.pt`` after every epoch, ``log.jsonl`` and ``result.json``. Returns
+    (a config YAML path, or a config dict / Subnet whose widths refer to the model at
+    ``width_mult``), ``uniform_flops`` or ``width_mult`` (see the module docstring). A config
+    YAML brings its own space spec (``--residual`` must agree with it). Writes ``out_dir/model.pt``
+    (with ``"space"``) after every epoch, ``log.jsonl`` and ``result.json``. Returns
     ``{"accuracy", "flops", "params", "checkpoint", ...}``; ``accuracy`` is on the test split.
     """
-    out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT_NAME
-    ckpt = prepare_output(ckpt_path, resume)
-    if ckpt is not None and ckpt.get("format") != MODEL_FORMAT:
-        raise UserError(f"{ckpt_path} is not a trained-model checkpoint")
     explicit = dict(args or {})
     explicit.pop("net", None)
-    a = resolve_args(explicit, TRAIN_DEFAULTS, ckpt["args"] if ckpt else None)
-    _check_common(a)
-
-    set_threads(a["threads"])
-    ctx = DistContext.from_env(a["device"])
-    try:
-        if a["batch_size"] % ctx.world_size:
-            raise UserError(f"--batch-size {a['batch_size']} (global) must be divisible by the {ctx.world_size} processes")
-        data = load_data(a["data"], a["heldout_fraction"], a["seed"], augment=a["augment"])
-        if ckpt is None:
-            a["net"] = _resolve_net(a["model"], data, channels, uniform_flops, width_mult)
-            _probe, model_kwargs = build_for_data(a["model"], data, 1.0)
-            a.update(
-                input_shape=list(data.input_shape),
-                num_classes=int(data.num_classes),
-                model_kwargs=model_kwargs,
-                classes=list(data.classes),
-            )
-        elif channels is not None or uniform_flops is not None or width_mult is not None:
-            raise UserError("when resuming, the network comes from the checkpoint; drop --channels/--uniform-flops/--width-mult")
-        torch.manual_seed(a["seed"])
-        model = build_network(a["model"], (a["num_classes"], a["input_shape"]), a["net"], a["model_kwargs"])
-        torch.manual_seed(a["seed"])
-        reinitialize(model)
-        model.to(ctx.device)
-        flops, params = network_cost(model, a["input_shape"])
-        loader = data.loader(
-            "train", a["batch_size"] // ctx.world_size, shuffle=True, drop_last=True, augment=True,
-            seed=a["seed"], rank=ctx.rank, world_size=ctx.world_size,
-        )
-
-        def step(xb, yb, rng):
-            return plain_step(model, xb, yb, label_smoothing=a["label_smoothing"])
-
-        def evaluate_epoch() -> dict:
-            if len(data.heldout) == 0:
-                return {}
-            return {"heldout_acc": evaluate(model, data.heldout.x, data.heldout.y)}
-
-        loop = EpochLoop(
-            ctx=ctx, args=a, model=model, loader=loader, step_fn=step, eval_fn=evaluate_epoch,
-            ckpt_path=ckpt_path, ckpt_format=MODEL_FORMAT, progress=progress, echo=echo,
-        )
-        if ckpt is not None:
-            loop.load(ckpt)
-        history = loop.run(stop_after=stop_after)
-        last = history[-1] if history else {}
-        complete = loop.epoch >= a["epochs"]
-        result: dict[str, Any] = {
-            "accuracy": evaluate(model, data.test.x, data.test.y) if ctx.is_main else None,
-            "flops": flops,
-            "params": params,
-            "checkpoint": str(ckpt_path),
-            "model": a["model"],
-            "data": a["data"],
-            "network": {k: v for k, v in a["net"].items() if k != "channels"},
-            "channels": a["net"].get("channels"),
-            "heldout_accuracy": last.get("heldout_acc"),
-            "epochs_done": loop.epoch,
-            "epochs": a["epochs"],
-            "complete": complete,
-            "test_images": len(data.test),
-            "img_per_s": last.get("img_per_s"),
-            "seconds": sum(r.get("seconds", 0.0) for r in history),
-            "world_size": ctx.world_size,
-        }
-        if ctx.is_main:
-            write_json_atomic(out / "result.json", result)
-        return result
-    finally:
-        ctx.close()
+    residual = explicit.pop("residual", None)
+    build = functools.partial(_build, channels=channels, uniform_flops=uniform_flops, width_mult=width_mult,
+                              residual=residual)
+    kind = dataclasses.replace(NETWORK_TRAINING, build=build)
+    return run_training(kind, explicit, out_dir, resume=resume, progress=progress, stop_after=stop_after, echo=echo)
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu"):
@@ -297,10 +286,11 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu"):
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     ckpt = load_checkpoint(path, expect=MODEL_FORMAT)
-    a = ckpt["args"]
-    model = build_network(a["model"], (a["num_classes"], a["input_shape"]), a["net"], a.get("model_kwargs", {}))
+    spec = saved_network_spec(ckpt)
+    model = build_network(spec, ckpt["args"]["net"])
     model.load_state_dict(ckpt["model"])
     model.to(device)
     model.eval()
-    meta = {**a, "epoch": int(ckpt["epoch"]), "history": list(ckpt.get("history", [])), "path": str(path)}
+    meta = {**ckpt["args"], "space": spec.to_dict(), "epoch": int(ckpt["epoch"]),
+            "history": list(ckpt.get("history", [])), "path": str(path)}
     return model, meta

@@ -1,19 +1,29 @@
-"""Which sub-networks one supernet training step visits (the *sandwich rule*).
+"""Training strategies: which sub-networks one supernet training step visits and how each learns.
+
+A strategy returns, for every step, a list of :class:`~widthsearch.training.steps.SubnetLoss`
+terms ``(subnet, weight, kind)`` that :func:`~widthsearch.training.steps.subnet_step` trains.
 
 US-Nets / AutoSlim (Yu & Huang, arXiv:1903.05134 and arXiv:1903.11728): each iteration trains
-the largest configuration, the smallest one and ``n - 2`` random ones. AutoSlim draws the random
-ones *non-uniformly*: every channel unit (a group of layers whose widths are tied) picks its own
-width, independently and uniformly over its choices, so that the supernet is trained for the
-per-layer configurations that the greedy search will later score.
+the largest configuration, the smallest one and ``n - 2`` random ones (the *sandwich rule*).
+AutoSlim draws the random ones *non-uniformly*: every channel unit (a group of layers whose widths
+are tied) picks its own width, independently and uniformly over its choices, so that the supernet
+is trained for the per-layer configurations that the greedy search will later score.
+
+Adding a strategy: subclass :class:`Strategy` (override :meth:`Strategy.plan`; a stateful one,
+e.g. a sampler that remembers what it drew, also overrides :meth:`~Strategy.state_dict` and
+:meth:`~Strategy.load_state_dict`, which the checkpoint saves and ``--resume`` restores, and
+:meth:`~Strategy.observe`, which sees every step's losses) and register a factory taking
+``num_samples`` in :data:`STRATEGIES`; ``widthsearch supernet --strategy`` offers every entry.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from widthsearch.errors import UserError
+from widthsearch.space.subnet import Subnet
+from widthsearch.training.steps import SubnetLoss
 
 __all__ = ["Strategy", "SandwichStrategy", "STRATEGIES", "get_strategy", "sandwich_configs"]
 
@@ -38,31 +48,48 @@ def sandwich_configs(space: _Space, rng: random.Random, num_samples: int = 4) ->
     return configs
 
 
-class Strategy(Protocol):
-    """A supernet training strategy: which configs a step visits and how they learn."""
+class Strategy:
+    """A supernet training strategy; the base class is stateless and ignores the losses."""
 
-    name: str
-    distill: bool  # configs after the first learn from the first one's soft predictions
+    name: str = "strategy"
 
-    def configs(self, space: _Space, rng: random.Random) -> list[tuple[dict[str, int], str]]:
-        """``(config, align)`` pairs for one step; the first is the teacher when ``distill``."""
-        ...
+    def plan(self, space: _Space, rng: random.Random) -> list[SubnetLoss]:
+        """The terms of one step (the first is the distillation teacher of any ``"kd"`` term).
+
+        ``rng`` is the epoch's generator (re-seeded per epoch, so resumed runs draw the same).
+        """
+        raise NotImplementedError
+
+    def observe(self, terms: Sequence[SubnetLoss], losses: Sequence[float]) -> None:
+        """Called after every step with its terms and their unweighted losses (on every rank)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data saved in the checkpoint after every epoch (``weights_only`` must load it)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` when a run is resumed."""
 
 
-@dataclass
-class SandwichStrategy:
-    """Sandwich rule with ``num_samples`` configs; inplace distillation when ``distill``."""
+class SandwichStrategy(Strategy):
+    """Sandwich rule with ``num_samples`` sub-networks; inplace distillation when ``distill``.
 
-    num_samples: int = 4
-    distill: bool = True
-    align: str = "left"
-    name: str = "autoslim"
+    With ``distill`` the max config learns from the labels and every other from its soft
+    predictions (kinds ``ce, kd, kd, ...``); without, all learn from the labels. Weights are 1.
+    """
 
-    def configs(self, space: _Space, rng: random.Random) -> list[tuple[dict[str, int], str]]:
-        return [(cfg, self.align) for cfg in sandwich_configs(space, rng, self.num_samples)]
+    def __init__(self, num_samples: int = 4, distill: bool = True, align: str = "left", name: str = "autoslim"):
+        self.num_samples, self.distill, self.align, self.name = num_samples, distill, align, name
+
+    def plan(self, space: _Space, rng: random.Random) -> list[SubnetLoss]:
+        configs = sandwich_configs(space, rng, self.num_samples)
+        subnets = configs if self.align == "left" else [Subnet(c, self.align) for c in configs]
+        later = "kd" if self.distill else "ce"
+        return [SubnetLoss(s, 1.0, "ce" if i == 0 else later) for i, s in enumerate(subnets)]
 
 
-STRATEGIES = {
+#: name -> factory taking ``num_samples`` (configs per step)
+STRATEGIES: dict[str, Callable[[int], Strategy]] = {
     # US-Nets training as used by AutoSlim: sandwich rule + inplace distillation
     "autoslim": lambda n: SandwichStrategy(num_samples=n, distill=True, name="autoslim"),
     # ablation: the same configs, every one trained on the labels

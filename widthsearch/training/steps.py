@@ -1,51 +1,100 @@
-"""One optimisation step: the supernet sandwich step and the plain supervised step."""
+"""One optimisation step: a weighted sum of losses over sub-networks, and the plain supervised step.
+
+A step of slimmable training is described by a list of :class:`SubnetLoss` terms
+``(subnet, weight, kind[, kd_weight])``; :func:`subnet_step` runs them in order on one batch and
+accumulates ``sum_i weight_i * loss_i`` into ``.grad``. Loss kinds:
+
+``"ce"``   cross-entropy against the labels (optionally label-smoothed);
+``"kd"``   soft cross-entropy against the detached softmax (T=1) of the *first* term's
+           sub-network on this batch (inplace distillation: the first term is the teacher, so it
+           should be the largest sub-network and cannot be ``"kd"`` itself);
+``"mix"``  ``kd_weight * KD + (1 - kd_weight) * CE`` (SP-Net's sub-network loss).
+"""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from widthsearch.errors import UserError
 from widthsearch.training.losses import label_loss, soft_cross_entropy, teacher_probs
 
-__all__ = ["sandwich_step", "plain_step"]
+__all__ = ["LOSS_KINDS", "SubnetLoss", "subnet_step", "plain_step", "zero_grads"]
+
+LOSS_KINDS = ("ce", "kd", "mix")
 
 
-def sandwich_step(
+class SubnetLoss(NamedTuple):
+    """One term of a step: train ``subnet`` with ``weight * loss`` of ``kind`` (see the module doc).
+
+    ``kd_weight`` is the KD share of a ``"mix"`` term (ignored otherwise). A plain
+    ``(subnet, weight, kind)`` tuple is a term too.
+    """
+
+    subnet: Mapping[str, int]
+    weight: float = 1.0
+    kind: str = "ce"
+    kd_weight: float = 0.0
+
+
+def check_terms(terms: Sequence[SubnetLoss]) -> list[SubnetLoss]:
+    """The terms as :class:`SubnetLoss`; a one-line error for an unknown kind or a teacherless KD."""
+    terms = [SubnetLoss(*t) for t in terms]
+    if not terms:
+        raise UserError("a training step needs at least one sub-network")
+    for term in terms:
+        if term.kind not in LOSS_KINDS:
+            raise UserError(f"unknown loss kind {term.kind!r}; choose from {', '.join(LOSS_KINDS)}")
+        if term.kind == "mix" and not 0.0 <= term.kd_weight <= 1.0:
+            raise UserError(f"the KD weight of a mixed loss must be in [0, 1], got {term.kd_weight}")
+    if terms[0].kind == "kd":
+        raise UserError("the first sub-network of a step is the distillation teacher; it cannot learn by KD")
+    return terms
+
+
+def _term_loss(term: SubnetLoss, logits: Tensor, y: Tensor, teacher: Tensor | None, label_smoothing: float) -> Tensor:
+    if term.kind == "ce":
+        return label_loss(logits, y, label_smoothing)
+    kd = soft_cross_entropy(logits, teacher)
+    if term.kind == "kd":
+        return kd
+    alpha = float(term.kd_weight)
+    return alpha * kd + (1.0 - alpha) * label_loss(logits, y, label_smoothing)
+
+
+def subnet_step(
     net,
     x: Tensor,
     y: Tensor,
-    configs: Sequence[tuple[Mapping[str, int], str]],
+    terms: Sequence[SubnetLoss],
     *,
-    distill: bool = True,
     label_smoothing: float = 0.0,
 ) -> dict:
-    """Forward and backward every ``(config, align)`` of ``configs`` on the batch ``(x, y)``.
+    """Forward and backward every term of ``terms`` on the batch ``(x, y)``.
 
-    The first config (the max one under the sandwich rule) learns from the labels; with
-    ``distill`` every later config learns from the first one's detached softmax (inplace
-    distillation), otherwise from the labels too. Gradients accumulate in ``.grad`` (one
-    ``backward`` per config, so only one graph is alive at a time); the caller zeroes them before
-    and steps the optimizer after. Returns the per-config losses and the first config's number of
-    correct predictions.
+    Gradients of ``sum_i weight_i * loss_i`` accumulate in ``.grad``: one ``backward`` per term,
+    so only one graph is alive at a time; the caller zeroes them before and steps the optimizer
+    after. The first term's detached softmax is the target of every ``"kd"``/``"mix"`` term.
+    Returns ``{"losses": [unweighted loss per term], "correct": correct predictions of the first}``.
     """
+    terms = check_terms(terms)
+    needs_teacher = any(t.kind != "ce" for t in terms[1:])
     model = net.model
     losses: list[float] = []
     teacher: Tensor | None = None
     correct = 0
-    for i, (config, align) in enumerate(configs):
-        net.set_config(config, align=align)
+    for i, term in enumerate(terms):
+        net.set_config(term.subnet)
         logits = model(x)
-        if i == 0 or not distill:
-            loss = label_loss(logits, y, label_smoothing)
-            if i == 0:
-                correct = int((logits.detach().argmax(dim=1) == y).sum())
-                if distill:
-                    teacher = teacher_probs(logits)
-        else:
-            loss = soft_cross_entropy(logits, teacher)
-        loss.backward()
+        if i == 0:
+            correct = int((logits.detach().argmax(dim=1) == y).sum())
+            if needs_teacher:
+                teacher = teacher_probs(logits)
+        loss = _term_loss(term, logits, y, teacher, label_smoothing)
+        # a weight of 1 leaves the graph untouched: the AutoSlim step stays bit-identical
+        (loss if term.weight == 1.0 else loss * float(term.weight)).backward()
         losses.append(float(loss.detach()))
     return {"losses": losses, "correct": correct}
 

@@ -1,0 +1,159 @@
+"""Supernet training (US-Nets / AutoSlim recipe) and loading a trained supernet back.
+
+The supernet is built from its :class:`~widthsearch.space.spec.SpaceSpec` (stored in the
+checkpoint as ``"space"``), so :func:`load_supernet` rebuilds exactly the trained space; every
+step trains the terms that the run's :mod:`strategy <widthsearch.training.sampling>` plans.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from widthsearch.data import Dataset, mix_seed
+from widthsearch.errors import UserError
+from widthsearch.space.spec import SpaceSpec, build_supernet
+from widthsearch.training.checkpoint import SUPERNET_FORMAT, load_checkpoint
+from widthsearch.training.distributed import DistContext
+from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, supernet_accuracy
+from widthsearch.training.loop import EpochLoop
+from widthsearch.training.precision import apply_memory_format
+from widthsearch.training.sampling import get_strategy
+from widthsearch.training.skeleton import Job, TrainingKind, record_spec, run_training, spec_for_data
+from widthsearch.training.steps import subnet_step
+
+__all__ = ["SUPERNET_TRAINING", "SUPERNET_DEFAULTS", "train_supernet", "load_supernet", "saved_spec"]
+
+CHECKPOINT_NAME = "supernet.pt"
+#: held-out images scoring the max/min configs after every epoch (a progress signal, not a result)
+EPOCH_EVAL_IMAGES = 2000
+
+#: supernet training's arguments beyond the recipe
+SUPERNET_OPTIONS: dict[str, Any] = {
+    "model": "tiny_cnn",
+    "strategy": "autoslim",
+    "width_mult": 1.0,
+    "groups": 10,
+    "residual": "tie",
+    "num_samples": 4,
+    "calib_images": DEFAULT_CALIB_IMAGES,
+}
+
+
+def saved_spec(ckpt: Mapping[str, Any]) -> SpaceSpec:
+    """The space spec of a checkpoint; older ones without ``"space"`` keep it in their arguments."""
+    return SpaceSpec.from_dict(ckpt.get("space") or ckpt["args"])
+
+
+def heldout_sample(data: Dataset, seed: int, images: int = EPOCH_EVAL_IMAGES):
+    """A fixed, seeded subset of the held-out split for the per-epoch progress scores."""
+    gen = torch.Generator().manual_seed(mix_seed(seed, 11))
+    idx = torch.randperm(len(data.heldout), generator=gen)[:images]
+    return data.heldout.x[idx], data.heldout.y[idx]
+
+
+def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None) -> Job:
+    strategy = get_strategy(a["strategy"], a["num_samples"])
+    if ckpt is not None:
+        spec = saved_spec(ckpt)
+    else:
+        spec = spec_for_data(SpaceSpec(a["model"], a["width_mult"], groups=a["groups"], residual=a["residual"]), data)
+    torch.manual_seed(a["seed"])
+    net, spec = build_supernet(spec)
+    if ckpt is not None:
+        _check_units(ckpt, net.space, ckpt.get("path", CHECKPOINT_NAME))
+    net.model.to(ctx.device)
+    record_spec(a, spec)
+    space = net.space
+    max_cfg, min_cfg = space.max_config(), space.min_config()
+
+    def step(xb, yb, rng):
+        terms = strategy.plan(space, rng)
+        stats = subnet_step(net, xb, yb, terms, label_smoothing=a["label_smoothing"])
+        strategy.observe(terms, stats["losses"])
+        net.set_config(max_cfg)
+        return stats
+
+    calib = calibration_batches(data.train.x, a["calib_images"], seed=mix_seed(a["seed"], 5))
+    x, y = heldout_sample(data, a["seed"])
+
+    def evaluate_epoch() -> dict:
+        if len(data.heldout) == 0:
+            return {}
+        return {
+            "max_acc": supernet_accuracy(net, max_cfg, x, y, bn="calibrate", calib=calib),
+            "min_acc": supernet_accuracy(net, min_cfg, x, y, bn="calibrate", calib=calib),
+        }
+
+    def summarize(loop: EpochLoop, last: dict) -> dict:
+        return {
+            "strategy": a["strategy"],
+            "width_mult": a["width_mult"],
+            "groups": a["groups"],
+            "residual": spec.residual,
+            "units": len(space.units),
+            "space_size": space.size,
+            "max_flops": space.cost(max_cfg).flops,
+            "min_flops": space.cost(min_cfg).flops,
+            "loss": last.get("loss"),
+            "max_acc": last.get("max_acc"),
+            "min_acc": last.get("min_acc"),
+        }
+
+    return Job(
+        model=net.model, step=step, evaluate_epoch=evaluate_epoch, summarize=summarize,
+        states={"strategy": strategy},
+        ckpt_extra={"units": [u.name for u in space.units], "space": spec.to_dict()},
+    )
+
+
+SUPERNET_TRAINING = TrainingKind(
+    what="a supernet", checkpoint_name=CHECKPOINT_NAME, format=SUPERNET_FORMAT, options=SUPERNET_OPTIONS, build=_build,
+)
+SUPERNET_DEFAULTS: dict[str, Any] = SUPERNET_TRAINING.defaults()
+
+
+def train_supernet(args: Mapping[str, Any] | None, out_dir: str | Path, **run_options: Any) -> dict:
+    """Train a slimmable supernet; checkpoint ``out_dir/supernet.pt`` after every epoch.
+
+    ``args``: any of :data:`SUPERNET_DEFAULTS` (``None`` values mean "default"/"as in the
+    checkpoint"). Every step trains the terms of the strategy (``autoslim``: max, min and
+    ``num_samples - 2`` random configs, each unit drawn independently; inplace distillation from
+    the max config). ``run_options`` are those of :func:`~widthsearch.training.skeleton.run_training`
+    (``resume``, ``progress``, ``stop_after``: end this call after that many epochs, ``echo``).
+    Returns a summary dict (also written to ``out_dir/result.json``). Under ``torchrun`` each
+    process trains on its shard with its own sampled configs; only rank 0 writes.
+    """
+    return run_training(SUPERNET_TRAINING, args, out_dir, **run_options)
+
+
+def _check_units(ckpt: dict, space, path) -> None:
+    units = ckpt.get("units")
+    if units is not None and list(units) != [u.name for u in space.units]:
+        raise UserError(f"{path}: the checkpoint's channel units do not match this model's; was the model code changed?")
+
+
+def load_supernet(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the supernet of a checkpoint from its stored space spec and load its weights.
+
+    Returns ``(net, meta)``: a :class:`~widthsearch.space.Supernet` (model in eval mode, at the max
+    config) and the run's arguments plus ``space`` (the spec as a dict), ``epoch``, ``history`` and
+    ``path``. Accepts the checkpoint file or the folder holding ``supernet.pt``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    ckpt = load_checkpoint(path, expect=SUPERNET_FORMAT)
+    net, spec = build_supernet(saved_spec(ckpt))
+    _check_units(ckpt, net.space, path)
+    net.model.load_state_dict(ckpt["model"])
+    net.model.to(device)
+    a = ckpt["args"]
+    # a run trained in NHWC is evaluated in NHWC too (its fast layout); the numbers do not change
+    apply_memory_format(net.model, bool(a.get("channels_last", False)))
+    net.model.eval()
+    meta = {**a, "space": spec.to_dict(), "epoch": int(ckpt["epoch"]), "history": list(ckpt.get("history", [])),
+            "path": str(path)}
+    return net, meta
