@@ -93,3 +93,32 @@ def test_prior_prefers_low_loss_widths_and_meets_the_flops_target(cbm):
     assert all(0.8 * target <= cbm.cost(c).flops <= target for c in population)
     with pytest.raises(UserError):
         bcnet.fit_prior(cbm, [], target)
+
+
+def test_bcnet_strategy_plans_bilateral_pairs_then_the_complement(cbm):
+    strategy = bcnet.BilateralStrategy()
+    rng = random.Random(0)
+    first = strategy.plan(cbm, rng)
+    second = strategy.plan(cbm, rng)
+    assert [(t.weight, t.kind, t.subnet.alignment) for t in first] == [(0.5, "ce", "left"), (0.5, "ce", "right")]
+    assert dict(second[0].subnet) == bcnet.complement(cbm, dict(first[0].subnet))
+    full = bcnet.BilateralStrategy(full_every=3)
+    plans = [full.plan(cbm, rng) for _ in range(6)]
+    assert [len(p) for p in plans] == [2, 2, 1, 2, 2, 1]
+    assert dict(plans[2][0].subnet) == cbm.max_config()
+
+
+def test_loss_records_survive_resume_of_a_bcnet_supernet(tmp_path):
+    from widthsearch.training.slimmable import train_supernet
+
+    args = {"model": "tiny_cnn", "data": "digits", "strategy": "bcnet", "epochs": 2, "groups": 4, "threads": 1}
+    train_supernet(args, tmp_path / "full")
+    train_supernet(args, tmp_path / "split", stop_after=1)
+    train_supernet(args, tmp_path / "split", resume=True)
+    full = torch.load(tmp_path / "full" / "supernet.pt", weights_only=True)
+    split = torch.load(tmp_path / "split" / "supernet.pt", weights_only=True)
+    assert full["states"]["strategy"] == split["states"]["strategy"]
+    records = full["states"]["strategy"]["records"]["records"]
+    assert len(records) == 20 and full["states"]["strategy"]["steps"] == 20
+    for key, value in full["model"].items():
+        assert torch.equal(value, split["model"][key]), key

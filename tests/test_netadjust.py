@@ -78,3 +78,60 @@ def test_fur_probe_is_reproducible_and_hurts_when_channels_drop():
     assert all(len(v) == 3 for v in first.values())
     other = na.fur_probe(net, x, y, rates, passes=3, seed=1)
     assert other != first
+
+
+SETTINGS = {"model": "tiny_cnn", "data": "digits", "rounds": 2, "epochs": 1, "threads": 1, "passes": 2, "k0": 2}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("na_full")
+    return na.run_rounds(SETTINGS, out), out
+
+
+def test_adjust_keeps_flops_and_writes_its_outputs(uninterrupted):
+    summary, out = uninterrupted
+    assert abs(summary["flops"] - summary["original_flops"]) <= 0.01 * summary["original_flops"]
+    assert len(summary["rounds"]) == 2 and summary["residual"] == "pad"
+    for name in ("final.yaml", "rounds.csv", "widths.png", "adjust.json", "adjust_state.json"):
+        assert (out / name).is_file()
+    first = summary["rounds"][0]
+    assert set(first["fur"]) <= set(first["widths"]) and first["moves"] == 2
+    assert first["next_widths"] != first["widths"]  # channels moved
+
+
+@pytest.mark.parametrize("stops", [[(0, "train")], [(0, "probe"), (1, "train")], [(0, "adjust"), (1, "probe")]])
+def test_adjust_interrupted_at_any_stage_resumes_to_the_same_result(tmp_path, uninterrupted, stops):
+    expected, _ = uninterrupted
+    out = tmp_path / "na"
+    for i, stop in enumerate(stops):
+        state = na.run_rounds(SETTINGS, out, resume=i > 0, stop_after=lambda r, stage, stop=stop: (r, stage) == stop)
+        assert state["round"] == stop[0] + (stop[1] == "adjust")
+    summary = na.run_rounds(SETTINGS, out, resume=True)
+    assert summary["rounds"] == expected["rounds"]
+    assert (out / "final.yaml").read_text() == (uninterrupted[1] / "final.yaml").read_text()
+
+
+def test_adjust_refuses_to_overwrite_or_change_settings(tmp_path, uninterrupted):
+    _, out = uninterrupted
+    with pytest.raises(UserError, match="already holds"):
+        na.run_rounds(SETTINGS, out)
+    with pytest.raises(UserError, match="differs"):
+        na.run_rounds({**SETTINGS, "p0": 0.1}, out, resume=True)
+
+
+def test_run_method_netadjust_end_to_end(tmp_path, capsys):
+    import json
+
+    from widthsearch.cli.main import main
+
+    out = tmp_path / "run"
+    code = main(["run", "--method", "netadjust", "--rounds", "1", "--epochs", "1", "--retrain-epochs", "1",
+                 "--threads", "1", "--out", str(out), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    row = result["targets"][0]
+    assert row["baseline"] == "original" and abs(row["flops"] - row["uniform_flops"]) <= 0.01 * row["uniform_flops"]
+    report = (out / "report.md").read_text()
+    assert "Adjusted minus original" in report and "359 test images" in report
+    assert main(["run", "--method", "netadjust", "--out", str(out)]) == 2  # never overwrites

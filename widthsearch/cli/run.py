@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=None, metavar="B", help=f"default {d['batch_size']}")
     parser.add_argument("--lr", type=float, default=None, help=f"default {d['lr']}")
     parser.add_argument("--seed", type=int, default=None, help="default 0")
+    parser.add_argument("--rounds", type=int, default=None, metavar="N", help="netadjust: adjustment rounds (default 3)")
     parser.add_argument("--targets", default=None, metavar="F,F,F",
                         help="FLOPs targets as fractions of the max config (default 0.75,0.5,0.25)")
     parser.add_argument("--bn", default=None, choices=["batch", "calibrate"], help="BN mode of the search (default batch)")
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model, "data": args.data, "width_mult": args.width_mult, "groups": args.groups,
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
-        "threads": args.threads, "device": args.device,
+        "threads": args.threads, "device": args.device, "rounds": args.rounds,
     }
     start = time.time()
     echo = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(result)
         return 0
     for r in result["targets"]:
+        baseline = r.get("baseline", "uniform")
         print(f"{r['target']}: FLOPs {format_count(r['flops'])}  acc {100 * r['accuracy']:.2f}%  "
-              f"uniform {100 * r['uniform_accuracy']:.2f}%  delta {100 * (r['accuracy'] - r['uniform_accuracy']):+.2f}")
+              f"{baseline} {100 * r['uniform_accuracy']:.2f}%  delta {100 * (r['accuracy'] - r['uniform_accuracy']):+.2f}")
     print(f"report: {result['report']} ({result['seconds']:.0f} s)")
     return 0

@@ -36,12 +36,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", default=None, metavar="M", help="zoo model (required unless --resume)")
     parser.add_argument("--strategy", default=None, choices=sorted(STRATEGIES),
-                        help="autoslim: sandwich rule + inplace distillation (default); sandwich: same configs, labels only")
+                        help="autoslim: sandwich rule + inplace distillation (default); sandwich: same configs, labels "
+                        "only; bcnet: left and right sub-networks at 1/2 CE each, complementary widths, loss records; "
+                        "uniform: N random configs at 1/N CE each (BCNet's unilateral ablation)")
     parser.add_argument("--width-mult", type=float, default=None, metavar="X", help="width of the supernet (default 1.0; AutoSlim uses 1.5)")
     parser.add_argument("--groups", type=int, default=None, metavar="G", help="channel groups per unit (default 10)")
     add_residual_argument(parser)
     parser.add_argument("--num-samples", type=int, default=None, metavar="N",
                         help="configs per step: max, min and N-2 random (default 4)")
+    parser.add_argument("--full-every", type=int, default=None, metavar="K",
+                        help="bcnet: train the full network every K-th step (BCNet v1; default 0 = never)")
+    parser.add_argument("--min-bins", type=int, default=None, metavar="M",
+                        help="BCNetV2's enlarged supernet: (G+M)/G times wider, widths from M to G of G+M bins (default 0 = off)")
     parser.add_argument("--calib-images", type=int, default=None, metavar="N",
                         help="training images for BN calibration in the per-epoch evaluation (default 2048)")
     add_recipe_arguments(parser)
@@ -55,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--model is required (unless --resume continues a checkpoint)")
     values = recipe_values(args)
     values.update(model=args.model, strategy=args.strategy, width_mult=args.width_mult, groups=args.groups,
-                  residual=args.residual, num_samples=args.num_samples, calib_images=args.calib_images)
+                  residual=args.residual, num_samples=args.num_samples, calib_images=args.calib_images,
+                  full_every=args.full_every, min_bins=args.min_bins)
     progress, echo = reporting(args)
     result = train_supernet(values, args.out, resume=args.resume, progress=progress,
                             stop_after=args.stop_after, echo=echo)

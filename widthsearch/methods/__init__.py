@@ -7,9 +7,11 @@ from typing import Any, Callable, Dict
 
 from widthsearch.errors import lookup
 from widthsearch.methods.autoslim import run_autoslim
+from widthsearch.methods.netadjust import run_netadjust
 
 METHODS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "autoslim": run_autoslim,
+    "netadjust": run_netadjust,
 }
 
 

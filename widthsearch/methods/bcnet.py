@@ -8,79 +8,24 @@ also *enlarges* the supernet to (B+m)/B of the base and lets widths run from m t
 makes the pairs exactly fair. The search scores a width config as the mean of its left and right
 sub-networks and seeds evolution with a *prior* fitted to the lowest training losses seen.
 
-This module holds the method's pieces over the shared core: the complement rule, the loss
-records, the prior fit and the prior-seeded population. Departures from the official code
+The training half (the ``bcnet`` strategy: bilateral pairs, the complement rule, loss records) is
+in :mod:`widthsearch.training.sampling` and :mod:`widthsearch.training.records`, re-exported here;
+this module adds the search half: the prior fit and the prior-seeded population. Departures from the official code
 (xiusu/BCNetV2) are listed in docs/methods/bcnet.md.
 """
 from __future__ import annotations
 
-import heapq
 import random
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from widthsearch.errors import UserError
 from widthsearch.space import ChannelSpace
+from widthsearch.training.records import LossRecords
+from widthsearch.training.sampling import BilateralStrategy, complement
 
-
-def complement(space: ChannelSpace, config: Mapping[str, int]) -> dict[str, int]:
-    """The complementary widths ``C - c`` (C = physical width), snapped to the nearest choice.
-
-    A unit at its top choice stays there when ``C - c`` falls below its choices (plain BCNet:
-    the full width pairs with itself, as in mmrazor's ``BCNetPruner``); BCNetV2's enlarged units
-    (choices m..B of B+m bins) map c to m + B - c exactly. The official sampler's ``B - c - 1``
-    is off by one and is not copied.
-    """
-    result = {}
-    for unit in space.units:
-        c = config[unit.name]
-        want = unit.max - c
-        if want < unit.min and c == unit.top:
-            result[unit.name] = c
-            continue
-        result[unit.name] = min(unit.choices, key=lambda w: (abs(w - want), -w))
-    return result
-
-
-class LossRecords:
-    """The ``capacity`` lowest step losses of a run with their width configs (BCNetV2's records).
-
-    A max-heap by loss keeps the lowest ones; plain data in and out for checkpoints.
-    """
-
-    def __init__(self, capacity: int = 100) -> None:
-        if capacity < 1:
-            raise UserError(f"the loss records need a capacity of at least 1, got {capacity}")
-        self.capacity = capacity
-        self._heap: list[tuple[float, int, dict[str, int]]] = []  # (-loss, arrival, config)
-        self._count = 0
-
-    def push(self, loss: float, config: Mapping[str, int]) -> None:
-        item = (-float(loss), self._count, dict(config))
-        self._count += 1
-        if len(self._heap) < self.capacity:
-            heapq.heappush(self._heap, item)
-        elif item[0] > self._heap[0][0]:  # lower loss than the worst kept
-            heapq.heapreplace(self._heap, item)
-
-    def records(self) -> list[tuple[float, dict[str, int]]]:
-        """(loss, config), lowest loss first."""
-        return [(-neg, cfg) for neg, _, cfg in sorted(self._heap, key=lambda t: (-t[0], t[1]))]
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "count": self._count,
-                "records": [[-neg, arrival, cfg] for neg, arrival, cfg in self._heap]}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.capacity = int(state["capacity"])
-        self._count = int(state["count"])
-        self._heap = [(-float(loss), int(arrival), {k: int(v) for k, v in cfg.items()})
-                      for loss, arrival, cfg in state["records"]]
-        heapq.heapify(self._heap)
+__all__ = ["BilateralStrategy", "LossRecords", "complement", "expected_losses", "fit_prior", "prior_population"]
 
 
 def expected_losses(space: ChannelSpace, records: Sequence[tuple[float, Mapping[str, int]]],

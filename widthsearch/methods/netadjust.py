@@ -144,7 +144,7 @@ def adjust_widths(
     *original* widths ``c0`` as in the paper. Widths stay within ``[min(floor, c0_u), max_u]``.
     """
     ranked = sorted(fur, key=lambda name: (-fur[name], name))
-    k = min(k, len(ranked) // 2)
+    k = min(k, len(ranked) // 2)  # a unit never both gains and loses
     new = dict(config)
     for i in range(k):
         a = max(a_lr - i * a_decay, 0.0)
@@ -361,7 +361,7 @@ def run_rounds(
         if state["stage"] == "adjust":
             pending = state["pending"]
             fur = fur_of(pending["increases"])
-            k = moves_this_round(r, int(s["k0"]), float(s["k_decay"]))
+            k = min(moves_this_round(r, int(s["k0"]), float(s["k_decay"])), len(fur) // 2)
             moved = adjust_widths(config, fur, original, maximum, k=k, a_lr=float(s["a_lr"]),
                                   a_decay=float(s["a_decay"]), floor=int(s["floor"]))
             new = rescale_to_flops(space, moved, state["original_flops"], tolerance=float(s["tolerance"]),
@@ -426,3 +426,97 @@ def _write_outputs(out: Path, state: Mapping, space: ChannelSpace, spec, s: Mapp
     }
     write_json_atomic(out / "adjust.json", summary)
     return summary
+
+
+# ---- the whole method: rounds -> retrain the adjusted and the original network -> report -------------
+RUN_DEFAULTS: dict = {"rounds": 3, "epochs": 8, "retrain_epochs": 8}
+_RUN_KEYS = ("model", "data", "width_mult", "rounds", "epochs", "batch_size", "lr", "seed", "threads", "device")
+
+
+def run_netadjust(
+    settings: Mapping,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Network Adjustment end to end in ``out_dir``: ``adjust/``, ``retrain/{adjusted,original}/``,
+    ``report.md``. Both networks have the same FLOPs and are retrained with the same recipe and
+    seed; accuracy is on the test split. Every stage resumes after a kill."""
+    from widthsearch.space.config import save_config
+    from widthsearch.space import SpaceSpec, build_supernet
+
+    s = {**ADJUST_DEFAULTS, **RUN_DEFAULTS, **{k: v for k, v in settings.items() if k in _RUN_KEYS + ("retrain_epochs",)
+                                                 and v is not None}}
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise UserError(f"{out} is not empty; pass --resume to continue the run in it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    echo(f"[1/2] Network Adjustment: {s['model']} on {s['data']}, {s['rounds']} rounds of {s['epochs']} epochs")
+    adjust_settings = {k: s[k] for k in _RUN_KEYS}
+    summary = run_rounds(adjust_settings, out / "adjust", resume=resume and (out / "adjust" / STATE_FILE).exists(),
+                         progress=progress, echo=echo)
+    spec = SpaceSpec.from_dict(json.loads((out / "adjust" / STATE_FILE).read_text())["spec"])
+    net, spec = build_supernet(spec)
+    original = save_config(out / "adjust" / "original.yaml", net.space, net.space.default_config(), model=s["model"],
+                           space=spec.to_dict())
+    recipe = {"model": s["model"], "data": s["data"], "epochs": s["retrain_epochs"], "batch_size": s["batch_size"],
+              "lr": s["lr"], "seed": s["seed"], "threads": s["threads"], "device": s["device"]}
+    results = {}
+    for i, (name, config) in enumerate((("adjusted", Path(summary["config"])), ("original", original))):
+        echo(f"[2/2] retrain the {name} network ({i + 1}/2), {s['retrain_epochs']} epochs")
+        folder = out / "retrain" / name
+        again = resume and (folder / "model.pt").exists()
+        results[name] = train_network_for(recipe, folder, None if again else config, again, progress)
+    row = {
+        "target": "same FLOPs", "flops": results["adjusted"]["flops"], "params": results["adjusted"]["params"],
+        "accuracy": results["adjusted"]["accuracy"], "config": summary["config"],
+        "uniform_flops": results["original"]["flops"], "uniform_params": results["original"]["params"],
+        "uniform_accuracy": results["original"]["accuracy"], "baseline": "original",
+    }
+    report = _write_report(out, s, summary, row, results["adjusted"]["test_images"])
+    return {"targets": [row], "report": str(report), "adjust": str(out / "adjust")}
+
+
+def train_network_for(recipe: Mapping, folder: Path, config: Path | None, resume: bool, progress: bool) -> dict:
+    from widthsearch.training.retrain import train_network
+
+    return train_network(dict(recipe), folder, channels=config, resume=resume, progress=progress)
+
+
+def _write_report(out: Path, s: Mapping, summary: Mapping, row: Mapping, test_images: int) -> Path:
+    from widthsearch.formatting import format_count
+
+    delta = 100 * (row["accuracy"] - row["uniform_accuracy"])
+    lines = [
+        "# Network Adjustment run",
+        "",
+        f"Model `{s['model']}` on `{s['data']}`, residual policy `{summary['residual']}` ({summary['units']} units); "
+        f"{len(summary['rounds'])} rounds of {s['epochs']} epochs, each probing the FUR with {s['passes']} dropout passes "
+        f"on held-out training images; then the adjusted and the original network retrained for {s['retrain_epochs']} "
+        f"epochs with the same recipe and seed {s['seed']}. Accuracies are on the {test_images} test images "
+        "(one seed: a difference of one image is "
+        f"{100 / max(1, test_images):.2f} points).",
+        "",
+        "| network | FLOPs | params | test accuracy |",
+        "|---|---|---|---|",
+        f"| adjusted | {format_count(row['flops'])} | {format_count(row['params'])} | {100 * row['accuracy']:.2f}% |",
+        f"| original | {format_count(row['uniform_flops'])} | {format_count(row['uniform_params'])} | "
+        f"{100 * row['uniform_accuracy']:.2f}% |",
+        "",
+        f"Adjusted minus original: {delta:+.2f} points.",
+        "",
+        "| round | FLOPs | held-out accuracy | FUR stability (Spearman, halves of the passes) | units moved |",
+        "|---|---|---|---|---|",
+    ]
+    for r in summary["rounds"]:
+        acc = "-" if r["heldout_accuracy"] is None else f"{100 * r['heldout_accuracy']:.2f}%"
+        stab = "-" if r["fur_stability"] is None else f"{r['fur_stability']:.2f}"
+        lines.append(f"| {r['round']} | {format_count(r['flops'])} | {acc} | {stab} | {r['moves']} up, {r['moves']} down |")
+    lines += ["", "![channels per unit by round](adjust/widths.png)", "",
+              "Configs: [adjusted](adjust/final.yaml), [original](adjust/original.yaml); per round: "
+              "[rounds.csv](adjust/rounds.csv)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

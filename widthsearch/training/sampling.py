@@ -23,9 +23,11 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from widthsearch.errors import UserError
 from widthsearch.space.subnet import Subnet
+from widthsearch.training.records import LossRecords
 from widthsearch.training.steps import SubnetLoss
 
-__all__ = ["Strategy", "SandwichStrategy", "STRATEGIES", "get_strategy", "sandwich_configs"]
+__all__ = ["Strategy", "SandwichStrategy", "BilateralStrategy", "UniformStrategy", "STRATEGIES", "get_strategy",
+           "sandwich_configs", "complement"]
 
 
 class _Space(Protocol):  # the part of ChannelSpace used here
@@ -88,20 +90,103 @@ class SandwichStrategy(Strategy):
         return [SubnetLoss(s, 1.0, "ce" if i == 0 else later) for i, s in enumerate(subnets)]
 
 
-#: name -> factory taking ``num_samples`` (configs per step)
-STRATEGIES: dict[str, Callable[[int], Strategy]] = {
+def complement(space: Any, config: Mapping[str, int]) -> dict[str, int]:
+    """The complementary widths ``C - c`` (C = physical width), snapped to the nearest choice.
+
+    A unit at its top choice stays there when ``C - c`` falls below its choices (plain BCNet:
+    the full width pairs with itself, as in mmrazor's ``BCNetPruner``); BCNetV2's enlarged units
+    (choices m..B of B+m bins) map c to m + B - c exactly. The official sampler's ``B - c - 1``
+    is off by one and is not copied.
+    """
+    result = {}
+    for unit in space.units:
+        c = config[unit.name]
+        want = unit.max - c
+        if want < unit.min and c == unit.top:
+            result[unit.name] = c
+            continue
+        result[unit.name] = min(unit.choices, key=lambda w: (abs(w - want), -w))
+    return result
+
+
+class BilateralStrategy(Strategy):
+    """BCNet's bilaterally coupled training (Su et al., CVPR 2021, arXiv 2105.10533).
+
+    Every step draws a width per unit and trains it twice, left-aligned and right-aligned, each
+    with half the label loss, before one optimizer step. With ``complementary`` the next step
+    trains the complement ``C - c`` (:func:`complement`), so over a pair every channel is trained
+    equally often. ``full_every=K`` trains the full network (plain CE) every K-th step instead
+    (BCNet v1). The mean of the two sides' losses and the widths go into :class:`LossRecords`
+    (BCNetV2's prior). The pending complement and the records are checkpointed.
+    """
+
+    name = "bcnet"
+
+    def __init__(self, full_every: int = 0, complementary: bool = True, records: int = 100) -> None:
+        if full_every < 0:
+            raise UserError(f"--full-every must be 0 (off) or a positive step count, got {full_every}")
+        self.full_every, self.complementary = full_every, complementary
+        self.records = LossRecords(records)
+        self.steps = 0
+        self.pending: dict[str, int] | None = None
+
+    def plan(self, space: Any, rng: random.Random) -> list[SubnetLoss]:
+        self.steps += 1
+        if self.full_every and self.steps % self.full_every == 0:
+            return [SubnetLoss(Subnet(space.max_config()), 1.0, "ce")]
+        if self.pending is not None:
+            config, self.pending = self.pending, None
+        else:
+            config = space.random_config(rng)
+            self.pending = complement(space, config) if self.complementary else None
+        return [SubnetLoss(Subnet(config, "left"), 0.5, "ce"), SubnetLoss(Subnet(config, "right"), 0.5, "ce")]
+
+    def observe(self, terms: Sequence[SubnetLoss], losses: Sequence[float]) -> None:
+        if len(terms) == 2:  # a bilateral pair (not a full-network step)
+            self.records.push((losses[0] + losses[1]) / 2, terms[0].subnet.widths)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "pending": self.pending, "records": self.records.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self.pending = None if state["pending"] is None else {k: int(v) for k, v in state["pending"].items()}
+        self.records.load_state_dict(state["records"])
+
+
+class UniformStrategy(Strategy):
+    """The unilateral ablation of BCNet: ``n`` independent random configs, left-aligned, each with
+    ``1/n`` of the label loss, no distillation (``--num-samples 2`` matches BCNet's passes)."""
+
+    name = "uniform"
+
+    def __init__(self, num_samples: int = 2) -> None:
+        self.num_samples = num_samples
+
+    def plan(self, space: Any, rng: random.Random) -> list[SubnetLoss]:
+        weight = 1.0 / self.num_samples
+        return [SubnetLoss(Subnet(space.random_config(rng)), weight, "ce") for _ in range(self.num_samples)]
+
+
+#: name -> factory taking ``num_samples`` (configs per step) and the run's other strategy options
+STRATEGIES: dict[str, Callable[..., Strategy]] = {
     # US-Nets training as used by AutoSlim: sandwich rule + inplace distillation
-    "autoslim": lambda n: SandwichStrategy(num_samples=n, distill=True, name="autoslim"),
+    "autoslim": lambda n, **_: SandwichStrategy(num_samples=n, distill=True, name="autoslim"),
     # ablation: the same configs, every one trained on the labels
-    "sandwich": lambda n: SandwichStrategy(num_samples=n, distill=False, name="sandwich"),
+    "sandwich": lambda n, **_: SandwichStrategy(num_samples=n, distill=False, name="sandwich"),
+    # BCNet: left + right at 1/2 CE each, complementary widths next step, loss records
+    "bcnet": lambda n, full_every=0, **_: BilateralStrategy(full_every=full_every),
+    # BCNet's unilateral ablation: n random left-aligned configs at 1/n CE each
+    "uniform": lambda n, **_: UniformStrategy(num_samples=n),
 }
 
 
-def get_strategy(name: str, num_samples: int = 4) -> Strategy:
+def get_strategy(name: str, num_samples: int = 4, **options: Any) -> Strategy:
+    """The strategy registered as ``name``; ``options`` (e.g. ``full_every``) go to its factory."""
     try:
         factory = STRATEGIES[name]
     except KeyError:
         raise UserError(f"unknown strategy {name!r}; choose from {', '.join(sorted(STRATEGIES))}") from None
     if num_samples < 1:
         raise UserError(f"--num-samples must be at least 1, got {num_samples}")
-    return factory(num_samples)
+    return factory(num_samples, **options)

@@ -39,7 +39,22 @@ SUPERNET_OPTIONS: dict[str, Any] = {
     "residual": "tie",
     "num_samples": 4,
     "calib_images": DEFAULT_CALIB_IMAGES,
+    "full_every": 0,
+    "min_bins": 0,
 }
+
+
+def supernet_spec(a: Mapping[str, Any]) -> SpaceSpec:
+    """The space of a new supernet run. ``min_bins=m`` builds BCNetV2's enlarged supernet: the
+    model (groups+m)/groups wider, cut into groups+m bins, sub-networks using m..groups of them
+    (so the top choice is the model at ``width_mult``)."""
+    groups, m = a["groups"], int(a.get("min_bins") or 0)
+    if m < 0:
+        raise UserError(f"--min-bins must be 0 (off) or positive, got {m}")
+    if not m:
+        return SpaceSpec(a["model"], a["width_mult"], groups=groups, residual=a["residual"])
+    return SpaceSpec(a["model"], a["width_mult"], groups=groups + m, bins=(m, groups), widen=(groups + m) / groups,
+                     residual=a["residual"])
 
 
 def saved_spec(ckpt: Mapping[str, Any]) -> SpaceSpec:
@@ -55,11 +70,8 @@ def heldout_sample(data: Dataset, seed: int, images: int = EPOCH_EVAL_IMAGES):
 
 
 def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None) -> Job:
-    strategy = get_strategy(a["strategy"], a["num_samples"])
-    if ckpt is not None:
-        spec = saved_spec(ckpt)
-    else:
-        spec = spec_for_data(SpaceSpec(a["model"], a["width_mult"], groups=a["groups"], residual=a["residual"]), data)
+    strategy = get_strategy(a["strategy"], a["num_samples"], full_every=a["full_every"])
+    spec = saved_spec(ckpt) if ckpt is not None else spec_for_data(supernet_spec(a), data)
     torch.manual_seed(a["seed"])
     net, spec = build_supernet(spec)
     if ckpt is not None:
