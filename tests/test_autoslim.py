@@ -85,6 +85,6 @@ def test_methods_are_registered_by_name():
     from widthsearch.methods import METHODS, method
     from widthsearch.methods.autoslim import run_autoslim
 
-    assert METHODS == {"autoslim": run_autoslim} and method("autoslim") is run_autoslim
+    assert METHODS["autoslim"] is run_autoslim and method("autoslim") is run_autoslim
     with pytest.raises(UserError, match="unknown method 'x'; choose one of: autoslim"):
         method("x")

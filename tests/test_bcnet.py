@@ -93,6 +93,8 @@ def test_prior_prefers_low_loss_widths_and_meets_the_flops_target(cbm):
     assert all(0.8 * target <= cbm.cost(c).flops <= target for c in population)
     with pytest.raises(UserError):
         bcnet.fit_prior(cbm, [], target)
+    with pytest.raises(UserError, match="no config"):
+        bcnet.prior_population(cbm, prior, 1.0, 5, random.Random(1), max_tries=50)
 
 
 def test_bcnet_strategy_plans_bilateral_pairs_then_the_complement(cbm):
@@ -122,3 +124,20 @@ def test_loss_records_survive_resume_of_a_bcnet_supernet(tmp_path):
     assert len(records) == 20 and full["states"]["strategy"]["steps"] == 20
     for key, value in full["model"].items():
         assert torch.equal(value, split["model"][key]), key
+
+
+def test_run_method_bcnet_end_to_end(tmp_path, capsys):
+    import json
+
+    from widthsearch.cli.main import main
+
+    out = tmp_path / "run"
+    code = main(["run", "--method", "bcnet", "--epochs", "2", "--retrain-epochs", "1", "--targets", "0.5",
+                 "--threads", "1", "--out", str(out), "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["targets"]) == 1 and result["targets"][0]["accuracy"] > 0
+    report = (out / "report.md").read_text()
+    assert "BCNet run" in report and "143 held-out training images" in report and "left- and right-aligned" in report
+    state = json.loads((out / "search" / "flops-0.5" / "search_state.json").read_text())
+    assert state["scoring"]["align"] == "both" and state["scoring"]["prior"] == "records"

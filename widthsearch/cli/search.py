@@ -11,7 +11,7 @@ from pathlib import Path
 from widthsearch.cli.common import existing_file
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
-from widthsearch.methods.supernet_search import algorithm_options, search_meta, search_supernet
+from widthsearch.methods.supernet_search import algorithm_options, effective_options, search_meta, search_supernet
 from widthsearch.search import SEARCH_ALGORITHMS, search_algorithm
 from widthsearch.formatting import format_count
 from widthsearch.training.distributed import resolve_device
@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "repeat for several (greedy only; evolution and random take one)")
     parser.add_argument("--bn", default="batch", choices=["batch", "calibrate"],
                         help="BN statistics while scoring: one large batch's own (AutoSlim, default) or calibrated")
+    parser.add_argument("--align", default=None, choices=["left", "right", "both"],
+                        help="which channels score a config: first (left), last (right) or the mean of both sides, "
+                        "each with its own BN statistics (BCNet; the default for a --strategy bcnet checkpoint, else left)")
+    parser.add_argument("--prior", default="none", choices=["none", "records"],
+                        help="evolution: records = BCNetV2's prior fitted to the checkpoint's loss records, seeding the "
+                        "initial population and mutations (a --strategy bcnet checkpoint)")
     parser.add_argument("--search-images", type=int, default=2000, metavar="N",
                         help="fixed held-out images that score every candidate (default 2000)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
@@ -71,15 +77,32 @@ def search_options(args: argparse.Namespace) -> dict:
     return given
 
 
+def default_align(meta: dict) -> str:
+    """BCNet's bilateral score for a bcnet supernet, the left-aligned sub-networks otherwise."""
+    return "both" if meta.get("strategy") == "bcnet" else "left"
+
+
 def run(args: argparse.Namespace) -> int:
     search_algorithm(args.algo)  # an unknown name fails before the checkpoint is loaded
     options = search_options(args)
     existing_file(args.checkpoint, "supernet checkpoint") if not Path(args.checkpoint).is_dir() else None
+    if args.prior != "none" and args.algo != "evolution":
+        raise UserError("--prior applies to --algo evolution")
     net, meta = load_supernet(args.checkpoint, resolve_device(args.device))
-    evaluator, _ = supernet_evaluator(net, meta, args.bn, args.search_images)
+    align = args.align or default_align(meta)
+    evaluator, _ = supernet_evaluator(net, meta, args.bn, args.search_images, align=align)
+    seeding = None
+    if args.prior == "records":
+        from widthsearch.methods.bcnet import checkpoint_records, prior_seeding
+
+        opts = effective_options(args.algo, options)
+        seeding = prior_seeding(net.space, checkpoint_records(meta["path"]), population=opts["population"],
+                                seed=opts["seed"], lower=max(float(opts["lower"]), 0.8))
+    scoring = {"bn": args.bn, "search_images": args.search_images, "align": align, "prior": args.prior}
     summary = search_supernet(net, evaluator, args.target, args.out, meta=search_meta(meta), algo=args.algo,
-                              options=options, scoring={"bn": args.bn, "search_images": args.search_images},
-                              resume=args.resume, progress=not args.json)
+                              options=options, scoring=scoring, resume=args.resume, progress=not args.json,
+                              seeding=seeding)
+    summary["align"] = align
     summary["bn"] = args.bn
     if args.json:
         print_json(summary)

@@ -7,10 +7,12 @@ from typing import Any, Callable, Dict
 
 from widthsearch.errors import lookup
 from widthsearch.methods.autoslim import run_autoslim
+from widthsearch.methods.bcnet import run_bcnet
 from widthsearch.methods.netadjust import run_netadjust
 
 METHODS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "autoslim": run_autoslim,
+    "bcnet": run_bcnet,
     "netadjust": run_netadjust,
 }
 

@@ -9,6 +9,7 @@ resumes to the same result.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -75,64 +76,91 @@ def run_autoslim(
     recipe and seed; accuracy is on the test split.
     """
     from widthsearch.training.evaluate import supernet_evaluator
-    from widthsearch.training.distributed import resolve_device
-    from widthsearch.training.retrain import train_network
-    from widthsearch.training.slimmable import load_supernet, train_supernet
 
     s = {**RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    out = prepare_run_folder(out_dir, resume)
+    net, meta = supernet_stage(s, out, {"strategy": "autoslim"}, resume=resume, progress=progress, echo=echo)
+    targets = [f"flops={float(t):g}" for t in s["targets"]]
+    echo(f"[2/3] greedy search: {', '.join(targets)} of max FLOPs")
+    evaluator, data = supernet_evaluator(net, meta, s["bn"], s["search_images"])
+    search_resume = resume and (out / "search" / STATE_FILE).exists()
+    summary = greedy_search(net, evaluator, targets, out / "search", meta=search_meta(meta),
+                            resume=search_resume, progress=progress,
+                            scoring={"bn": s["bn"], "search_images": s["search_images"]})
+    rows = retrain_stage(s, out, summary["found"], resume=resume, progress=progress, echo=echo)
+    search_text = (f"{summary['steps']} greedy steps, {summary['evaluations']} supernet evaluations.\n\n"
+                   "![accuracy along the greedy path](search/trajectory.png)\n\n![channels per unit](search/widths.png)")
+    report = write_report(out, s, meta, rows, title="AutoSlim run", how="Greedy search", search_text=search_text,
+                          scored_images=min(int(s["search_images"]), len(data.heldout)))
+    return {"targets": rows, "report": str(report), "search": str(out / "search")}
+
+
+def prepare_run_folder(out_dir: str | Path, resume: bool) -> Path:
+    """The run folder, refusing to reuse a non-empty one unless resuming."""
     out = Path(out_dir)
     if (out / "report.md").exists() and not resume:
         raise UserError(f"{out} already holds a finished run (report.md); use another --out")
     if out.exists() and any(out.iterdir()) and not resume:
         raise UserError(f"{out} is not empty; pass --resume to continue the run in it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    return out
 
-    echo(f"[1/3] supernet: {s['model']} x{s['width_mult']} on {s['data']}, {s['epochs']} epochs")
+
+def supernet_stage(s: Mapping[str, Any], out: Path, extra: Mapping[str, Any], *, resume: bool, progress: bool,
+                   echo: Callable[[str], None]):
+    """Train (or resume) the run's supernet in ``out/supernet``; returns ``(net, meta)``."""
+    from widthsearch.training.distributed import resolve_device
+    from widthsearch.training.slimmable import load_supernet, train_supernet
+
+    echo(f"[1/3] supernet ({extra.get('strategy', 'autoslim')}): {s['model']} x{s['width_mult']} on {s['data']}, "
+         f"{s['epochs']} epochs")
     supernet_args = {
         "model": s["model"], "data": s["data"], "width_mult": s["width_mult"], "groups": s["groups"],
         "epochs": s["epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": s["seed"],
-        "threads": s["threads"], "device": s["device"],
+        "threads": s["threads"], "device": s["device"], **extra,
     }
-    train_supernet(supernet_args, out / "supernet", resume=resume, progress=progress)
-    net, meta = load_supernet(out / "supernet", resolve_device(s["device"]))
+    train_supernet(supernet_args, out / "supernet", resume=resume and (out / "supernet" / "supernet.pt").exists(),
+                   progress=progress)
+    return load_supernet(out / "supernet", resolve_device(s["device"]))
 
-    targets = [f"flops={float(t):g}" for t in s["targets"]]
-    echo(f"[2/3] greedy search: {', '.join(targets)} of max FLOPs")
-    evaluator, _ = supernet_evaluator(net, meta, s["bn"], s["search_images"])
-    search_resume = resume and (out / "search" / STATE_FILE).exists()
-    summary = greedy_search(net, evaluator, targets, out / "search", meta=search_meta(meta),
-                            resume=search_resume, progress=progress,
-                            scoring={"bn": s["bn"], "search_images": s["search_images"]})
+
+def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, Any]], *, resume: bool,
+                  progress: bool, echo: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Retrain every found config and the uniform-width net of its FLOPs with one recipe and seed."""
+    from widthsearch.training.retrain import train_network
 
     recipe = {"model": s["model"], "data": s["data"], "epochs": s["retrain_epochs"], "batch_size": s["batch_size"],
               "lr": s["lr"], "seed": s["seed"], "threads": s["threads"], "device": s["device"]}
     rows = []
-    for i, entry in enumerate(summary["found"]):
-        echo(f"[3/3] retrain {entry['target']} ({i + 1}/{len(summary['found'])}) and its uniform baseline")
-        searched = train_network(recipe, out / "retrain" / entry["target"], channels=entry["config"],
-                                 resume=resume and (out / "retrain" / entry["target"] / "model.pt").exists(),
-                                 progress=progress)
+    for i, entry in enumerate(found):
+        echo(f"[3/3] retrain {entry['target']} ({i + 1}/{len(found)}) and its uniform baseline")
+        searched_dir = out / "retrain" / entry["target"]
         uniform_dir = out / "retrain" / f"uniform-{entry['target']}"
-        uniform = train_network(recipe, uniform_dir, uniform_flops=float(entry["flops"]),
-                                resume=resume and (uniform_dir / "model.pt").exists(), progress=progress)
+        # a resumed training takes its network from its checkpoint: name it only for a new one
+        again = resume and (searched_dir / "model.pt").exists()
+        searched = train_network(recipe, searched_dir, channels=None if again else entry["config"], resume=again,
+                                 progress=progress)
+        again = resume and (uniform_dir / "model.pt").exists()
+        uniform = train_network(recipe, uniform_dir, uniform_flops=None if again else float(entry["flops"]),
+                                resume=again, progress=progress)
         rows.append({
             "target": entry["target"], "target_flops": int(entry["value"]), "flops": entry["flops"],
             "params": entry["params"], "config": entry["config"], "heldout_accuracy": entry["heldout_accuracy"],
             "accuracy": searched["accuracy"], "uniform_flops": uniform["flops"], "uniform_params": uniform["params"],
             "uniform_accuracy": uniform["accuracy"],
         })
-    report = write_report(out, s, meta, summary, rows)
-    return {"targets": rows, "report": str(report), "search": str(out / "search")}
+    return rows
 
 
-def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any], summary: Mapping[str, Any],
-                 rows: Sequence[Mapping[str, Any]]) -> Path:
+def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                 *, title: str, how: str, search_text: str, scored_images: int) -> Path:
+    """``report.md``: the retrained configs against their uniform baselines, then the search."""
     lines = [
-        "# AutoSlim run",
+        f"# {title}",
         "",
         f"Model `{settings['model']}` (supernet width x{settings['width_mult']}, {settings['groups']} groups per unit) "
         f"on `{settings['data']}`; supernet {settings['epochs']} epochs, retraining {settings['retrain_epochs']} epochs, "
-        f"seed {settings['seed']}. Greedy search scored candidates on {settings['search_images']} held-out training "
+        f"seed {settings['seed']}. {how} scored candidates on {scored_images} held-out training "
         f"images (BN: {settings['bn']}); accuracies below are on the test split.",
         "",
         "| target | FLOPs | params | accuracy | uniform FLOPs | uniform accuracy | delta |",
@@ -144,17 +172,8 @@ def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any]
             f"| {r['target']} | {format_count(r['flops'])} | {format_count(r['params'])} | {100 * r['accuracy']:.2f}% | "
             f"{format_count(r['uniform_flops'])} | {100 * r['uniform_accuracy']:.2f}% | {delta:+.2f} |"
         )
-    lines += [
-        "",
-        f"{summary['steps']} greedy steps, {summary['evaluations']} supernet evaluations.",
-        "",
-        "![accuracy along the greedy path](search/trajectory.png)",
-        "",
-        "![channels per unit](search/widths.png)",
-        "",
-        "Configs: " + ", ".join(f"[{r['target']}](search/configs/{r['target']}.yaml)" for r in rows),
-        "",
-    ]
+    links = ", ".join(f"[{r['target']}]({os.path.relpath(r['config'], out)})" for r in rows)
+    lines += ["", search_text, "", f"Configs: {links}", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

@@ -16,7 +16,8 @@ this module adds the search half: the prior fit and the prior-seeded population.
 from __future__ import annotations
 
 import random
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -91,20 +92,109 @@ def prior_population(
     rng: random.Random,
     *,
     lower: float = 0.8,
-    max_tries: int = 200_000,
+    max_tries: int = 20_000,
 ) -> list[dict[str, int]]:
-    """``size`` unique configs drawn from the prior with FLOPs in ``[lower * T, T]``."""
+    """Up to ``size`` unique configs drawn from the prior with FLOPs in ``[lower * T, T]``.
+
+    A space with fewer feasible configs than ``size`` gives all it has (the evolution's first
+    generation is then smaller); none at all is a one-line error.
+    """
     seen: set[tuple[int, ...]] = set()
     population = []
     for _ in range(max_tries):
         config = {u.name: rng.choices(u.choices, weights=prior[u.name])[0] for u in space.units}
         key = space.key(config)
         if key in seen:
+            if len(seen) >= space.size:
+                break  # every config of a small space has been drawn
             continue
         seen.add(key)
         if lower * target_flops <= space.cost(config).flops <= target_flops:
             population.append(config)
             if len(population) == size:
-                return population
-    raise UserError(f"the prior gave only {len(population)} of {size} unique configs within "
-                    f"[{lower:g}T, T] in {max_tries} draws; train longer or loosen the target")
+                break
+    if not population:
+        raise UserError(f"the prior gave no config within [{lower:g}T, T] in {max_tries} draws; "
+                        "train longer or loosen the target")
+    return population
+
+
+def checkpoint_records(path: str) -> list[tuple[float, dict[str, int]]]:
+    """The loss records of a ``--strategy bcnet`` supernet checkpoint, lowest loss first."""
+    from widthsearch.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    state = (ckpt.get("states") or {}).get("strategy") or {}
+    if "records" not in state:
+        raise UserError(f"{path} holds no loss records: only a supernet trained with --strategy bcnet has them")
+    records = LossRecords()
+    records.load_state_dict(state["records"])
+    return records.records()
+
+
+def prior_seeding(space: ChannelSpace, records: Sequence[tuple[float, Mapping[str, int]]], *, population: int,
+                  seed: int, lower: float) -> "Callable[[str, float], dict]":
+    """``seeding`` for :func:`~widthsearch.methods.supernet_search.search_supernet`: fit the prior
+    to the records for the FLOPs target and draw the initial population from it."""
+
+    def seeding(metric: str, budget: float) -> dict:
+        if metric != "flops":
+            raise UserError("--prior records fits a FLOPs prior: give a flops target")
+        prior = fit_prior(space, records, budget, seed=seed)
+        initial = prior_population(space, prior, budget, population, random.Random(seed), lower=lower)
+        return {"prior": prior, "initial_population": initial}
+
+    return seeding
+
+
+# ---- the whole method: bcnet supernet -> prior-seeded bilateral evolution -> retraining -> report -----
+RUN_DEFAULTS: dict = {"groups": 4, "population": 20, "generations": 5}
+
+
+def run_bcnet(
+    settings: Mapping,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """BCNet end to end in ``out_dir``: a ``--strategy bcnet`` supernet, one prior-seeded evolution
+    per FLOPs target scored bilaterally (``search/<target>/``), retraining of every found config
+    and of the uniform net of its FLOPs, ``report.md``. Every stage resumes after a kill."""
+    from widthsearch.methods.autoslim import RUN_DEFAULTS as COMMON, prepare_run_folder, retrain_stage, \
+        supernet_stage, write_report
+    from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
+    from widthsearch.training.evaluate import supernet_evaluator
+
+    s = {**COMMON, **RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    out = prepare_run_folder(out_dir, resume)
+    net, meta = supernet_stage(s, out, {"strategy": "bcnet"}, resume=resume, progress=progress, echo=echo)
+    evaluator, data = supernet_evaluator(net, meta, s["bn"], s["search_images"], align="both")
+    records = checkpoint_records(meta["path"])
+    population = int(s["population"])
+    options = {"population": population, "mutations": population // 2, "crossovers": population - population // 2,
+               "iterations": int(s["generations"]), "seed": int(s["seed"]), "lower": 0.8}
+    found, evaluations = [], 0
+    for fraction in s["targets"]:
+        target = f"flops={float(fraction):g}"
+        echo(f"[2/3] bilateral evolution with the prior from {len(records)} loss records: {target} of max FLOPs")
+        folder = out / "search" / f"flops-{float(fraction):g}"
+        seeding = prior_seeding(net.space, records, population=population, seed=int(s["seed"]), lower=0.8)
+        summary = search_supernet(net, evaluator, [target], folder, meta=search_meta(meta), algo="evolution",
+                                  options=options, resume=resume and (folder / STATE_FILE).exists(),
+                                  progress=progress, seeding=seeding,
+                                  scoring={"bn": s["bn"], "search_images": s["search_images"], "align": "both",
+                                           "prior": "records"})
+        found += summary["found"]
+        evaluations += summary["evaluations"]
+    rows = retrain_stage(s, out, found, resume=resume, progress=progress, echo=echo)
+    plots = "\n\n".join(f"![channels per unit, flops {float(f):g}](search/flops-{float(f):g}/widths.png)"
+                         for f in s["targets"])
+    search_text = (f"Evolution per target (population {population}, {s['generations']} generations, initial "
+                   f"population and mutations from the prior fitted to the supernet's {len(records)} lowest step "
+                   f"losses), {evaluations} supernet evaluations in all; every candidate scored as the mean of its "
+                   f"left- and right-aligned sub-networks.\n\n{plots}")
+    report = write_report(out, s, meta, rows, title="BCNet run", how="Bilateral evolution", search_text=search_text,
+                          scored_images=min(int(s["search_images"]), len(data.heldout)))
+    return {"targets": rows, "report": str(report), "search": str(out / "search")}

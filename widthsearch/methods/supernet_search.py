@@ -241,8 +241,13 @@ def search_supernet(
     scoring: Mapping[str, Any] | None = None,
     resume: bool = False,
     progress: bool = True,
+    seeding: Callable[[str, float], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the search ``algo`` on ``net`` and write the results into ``out_dir``.
+
+    ``seeding(metric, budget)`` gives a constrained search extra keywords (``prior``,
+    ``initial_population``: BCNetV2's prior-seeded evolution); name it in ``scoring`` so that a
+    resume with other seeding is refused.
 
     ``targets``: ``"metric=value"`` strings or pairs (metric in flops / params / latency_ms);
     greedy slimming serves any number of targets in one pass, evolution and random search take
@@ -281,8 +286,9 @@ def search_supernet(
 
     algo_state = None if saved is None else saved["state"]
     if takes_constraint(fn):
+        extra = dict(seeding(*numeric[0])) if seeding is not None else {}
         summary = _constrained_search(fn, net, evaluator, costs, numeric[0], opts, algo_state, save, out, meta,
-                                      progress)
+                                      progress, extra)
     else:
         summary = _greedy_search(fn, net, evaluator, costs, numeric, algo_state, save, out, meta, progress)
     summary = {"algo": algo, **summary}
@@ -313,7 +319,7 @@ def _greedy_search(fn, net, evaluator, costs, numeric, algo_state, save, out, me
 
 
 def _constrained_search(fn, net, evaluator, costs, target, opts, algo_state, save, out, meta,
-                        progress) -> dict[str, Any]:
+                        progress, extra) -> dict[str, Any]:
     metric, budget = target
     options = {k: v for k, v in opts.items() if k != "lower"}
     constraint = Constraint(costs[metric], budget, float(opts["lower"]))
@@ -331,7 +337,7 @@ def _constrained_search(fn, net, evaluator, costs, target, opts, algo_state, sav
             bar.set(len(st["history"]), best=f"{100 * best:.1f}%")
 
     try:
-        result = fn(net.space, evaluator, constraint, **options, state=algo_state, on_step=on_step)
+        result = fn(net.space, evaluator, constraint, **options, **extra, state=algo_state, on_step=on_step)
     finally:
         if bar is not None:
             bar.close()
