@@ -284,3 +284,15 @@ def test_an_exported_pad_net_can_be_costed_and_rewrapped():
     assert counted == net.space.cost(config)
     again = Supernet(net.model, x, groups=4, residual="tie")  # a converted model traces again
     assert again.space.units
+
+
+def test_space_json_marks_each_units_default(capsys):
+    import json
+
+    from widthsearch.cli.main import main
+
+    assert main(["space", "--model", "resnet20", "--residual", "pad", "--widen", "2", "--divisor", "1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["residual"] == "pad" and len(doc["units"]) == 21
+    assert all(u["default"] * 2 == u["max"] for u in doc["units"])
+    assert main(["space", "--model", "resnet20", "--widen", "0.5"]) == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from widthsearch.cli.common import add_model_arguments, add_space_arguments, model_spec
 from widthsearch.cli.main import print_json
@@ -13,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("space", help="list the channel units of a model and their width choices")
     add_model_arguments(parser)
     add_space_arguments(parser)
+    parser.add_argument("--widen", type=float, default=1.0, metavar="W",
+                        help="a space W times wider than the model (units may grow past their default width; default 1)")
     parser.add_argument("--members", action="store_true", help="also list the layers of each unit")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
@@ -20,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = model_spec(args)
+    if args.widen != 1.0:
+        spec = dataclasses.replace(spec, widen=args.widen)
     space = build_supernet(spec)[0].space
     max_cost, min_cost = space.cost(space.max_config()), space.cost(space.min_config())
     if args.json:
@@ -28,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
             "input_shape": list(spec.input_shape),
             "residual": spec.residual,
             "units": [
-                {"name": u.name, "max": u.max, "choices": list(u.choices), "members": list(u.members)}
+                {"name": u.name, "max": u.max, "default": u.default, "choices": list(u.choices),
+                 "members": list(u.members)}
                 for u in space.units
             ],
             "size": space.size,
@@ -37,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
         })
         return 0
     width = max(len(u.name) for u in space.units) if space.units else 4
-    print(f"{'unit':<{width}}  {'max':>5}  choices")
+    print(f"{'unit':<{width}}  {'max':>5}  {'default':>7}  choices")
     for u in space.units:
         choices = ", ".join(map(str, u.choices))
-        print(f"{u.name:<{width}}  {u.max:>5}  {choices}")
+        print(f"{u.name:<{width}}  {u.max:>5}  {u.default:>7}  {choices}")
         if args.members:
             print(f"{'':<{width}}         layers: {', '.join(u.members)}")
     print(f"{len(space.units)} units, {space.size:,} configs; FLOPs {format_count(min_cost.flops)} .. {format_count(max_cost.flops)}")
