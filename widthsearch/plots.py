@@ -46,43 +46,43 @@ def plot_widths(
 
     ``series``: (label, searched widths, uniform widths) per found config.
     """
-    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(unit_names)), 4.2))
-    xs = range(len(unit_names))
+    fig, ax, xs = _unit_axes(unit_names)
     ax.plot(xs, max_widths, color="0.7", lw=1, ls=":", label="supernet max")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (label, searched, uniform) in enumerate(series):
         color = colors[i % len(colors)]
-        ax.plot(xs, searched, "o-", color=color, ms=3, lw=1.2, label=f"AutoSlim {label}")
+        ax.plot(xs, searched, "o-", color=color, ms=3, lw=1.2, label=f"searched {label}")
         ax.plot(xs, uniform, "--", color=color, lw=1, alpha=0.7, label=f"uniform {label}")
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels(unit_names, rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("channels")
-    ax.set_title("channels per unit: searched (solid) vs uniform width of the same FLOPs (dashed)")
-    ax.title.set_fontsize(9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save_unit_axes(fig, ax, "channels per unit: searched (solid) vs uniform width of the same FLOPs (dashed)",
+                           path)
 
 
 def plot_adjust_widths(
     unit_names: Sequence[str], original: Sequence[int], series: Sequence[tuple[str, Sequence[int]]], path: str | Path
 ) -> Path:
     """Network Adjustment: channels per unit in each round (and the final config) against the original."""
-    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(unit_names)), 4.2))
-    xs = range(len(unit_names))
+    fig, ax, xs = _unit_axes(unit_names)
     ax.plot(xs, original, "k--", lw=1.2, label="original")
     cmap = plt.get_cmap("viridis")
     for i, (label, widths) in enumerate(series):
         last = i == len(series) - 1
         ax.plot(xs, widths, "o-" if last else "-", color="C3" if last else cmap(i / max(1, len(series) - 1)),
                 ms=3, lw=1.6 if last else 0.9, alpha=1.0 if last else 0.6, label=label)
+    return _save_unit_axes(fig, ax, "Network Adjustment: channels per unit by round (same FLOPs as the original)", path)
+
+
+def _unit_axes(unit_names: Sequence[str]):
+    """A figure wide enough for one tick per unit: ``(fig, ax, x positions)``."""
+    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(unit_names)), 4.2))
+    xs = range(len(unit_names))
     ax.set_xticks(list(xs))
     ax.set_xticklabels(unit_names, rotation=70, ha="right", fontsize=7)
+    return fig, ax, xs
+
+
+def _save_unit_axes(fig, ax, title: str, path: str | Path) -> Path:
     ax.set_ylabel("channels")
-    ax.set_title("Network Adjustment: channels per unit by round (same FLOPs as the original)")
+    ax.set_title(title)
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
