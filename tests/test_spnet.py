@@ -56,3 +56,42 @@ def test_sorted_net_equals_the_unsorted_at_full_width_and_prefixes_keep_the_best
     subnet = spnet.sorted_subnet(counts, rankings)
     static = net.export(subnet)
     assert net.space.cost(subnet).params == sum(p.numel() for p in static.parameters())
+
+
+# --- base training with L1 on BN scales -------------------------------------------------------------
+
+
+def _bn_scales(checkpoint):
+    from widthsearch.training.bn_sparsity import bn_weights
+    from widthsearch.training.retrain import load_trained
+
+    model, _ = load_trained(checkpoint)
+    return [w.detach().clone() for w in bn_weights(model)]
+
+
+def test_bn_l1_moves_every_scale_by_lr_lambda_sign_gamma_beyond_the_task_gradient(tmp_path):
+    from widthsearch.training.retrain import train_network
+
+    # one plain SGD step (one batch per epoch, no momentum, no decay): gamma' = gamma - lr * (g_CE + lambda * sign(gamma))
+    args = {"model": "tiny_cnn", "data": "fake:80:1x8x8", "epochs": 1, "batch_size": 64, "lr": 0.1, "momentum": 0.0,
+            "weight_decay": 0.0, "heldout_fraction": 0.0, "bn_init": 0.5, "threads": 1}
+    plain = train_network(args, tmp_path / "plain")
+    sparse = train_network({**args, "bn_l1": 0.01}, tmp_path / "l1")
+    assert plain["epochs_done"] == 1 and len(_bn_scales(plain["checkpoint"])) == 4
+    for before, after in zip(_bn_scales(plain["checkpoint"]), _bn_scales(sparse["checkpoint"])):
+        assert torch.allclose(after - before, torch.full_like(before, -0.1 * 0.01 * 1.0), atol=1e-7)
+        assert torch.allclose(before, torch.full_like(before, 0.5), atol=0.05)  # started at --bn-init 0.5
+
+
+def test_bn_init_sets_every_scale_and_the_flags_reach_train_and_supernet():
+    from widthsearch.cli.main import build_parser
+    from widthsearch.training.bn_sparsity import bn_weights, init_bn_weights
+    from widthsearch.models import build_model
+
+    model = build_model("resnet20")
+    init_bn_weights(model, 0.5)
+    assert all(bool((w == 0.5).all()) for w in bn_weights(model)) and len(bn_weights(model)) == 21
+    parser = build_parser()
+    for command in ("train", "supernet"):
+        args = parser.parse_args([command, "--bn-l1", "1e-5", "--bn-init", "0.5", "--out", "x"])
+        assert args.bn_l1 == 1e-5 and args.bn_init == 0.5
