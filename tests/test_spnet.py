@@ -95,3 +95,34 @@ def test_bn_init_sets_every_scale_and_the_flags_reach_train_and_supernet():
     for command in ("train", "supernet"):
         args = parser.parse_args([command, "--bn-l1", "1e-5", "--bn-init", "0.5", "--out", "x"])
         assert args.bn_l1 == 1e-5 and args.bn_init == 0.5
+
+
+# --- joint training from given weights ------------------------------------------------------------
+
+
+def test_joint_training_can_start_from_trained_full_width_weights(tmp_path):
+    from widthsearch.data import load_data
+    from widthsearch.space.config import save_config
+    from widthsearch.training.joint import train_joint
+    from widthsearch.training.retrain import train_network
+    from widthsearch.training.skeleton import spec_for_data
+
+    common = {"data": "fake:80:1x8x8", "batch_size": 32, "heldout_fraction": 0.0, "threads": 1}
+    base = train_network({**common, "model": "tiny_cnn", "epochs": 1}, tmp_path / "base")
+    net, spec = build_supernet(spec_for_data(SpaceSpec("tiny_cnn", groups=None, divisor=1), load_data(common["data"])))
+    full = net.space.max_config()
+    paths = [save_config(tmp_path / f"{k}.yaml", net.space, {u: max(1, c // k) for u, c in full.items()},
+                         model="tiny_cnn", space=spec.to_dict()) for k in (1, 2)]
+    joint = {**common, "epochs": 1, "lr": 1e-9, "calib_images": 32, "init_from": base["checkpoint"]}
+    result = train_joint(joint, tmp_path / "joint", channels=paths)
+    start = torch.load(base["checkpoint"], weights_only=True)["model"]
+    after = torch.load(result["checkpoint"], weights_only=True)
+    assert after["args"]["init_from"] == base["checkpoint"]
+    assert torch.allclose(after["model"]["conv1.0.weight"], start["conv1.0.weight"], atol=1e-6)
+    with pytest.raises(UserError, match="does not exist"):
+        train_joint({**joint, "init_from": str(tmp_path / "missing.pt")}, tmp_path / "missing", channels=paths)
+    small = train_network({**common, "model": "tiny_cnn", "epochs": 1}, tmp_path / "small", width_mult=0.5)
+    with pytest.raises(UserError, match="does not fit"):
+        train_joint({**joint, "init_from": small["checkpoint"]}, tmp_path / "bad", channels=paths)
+    with pytest.raises(UserError, match="bn-init"):
+        train_joint({**joint, "bn_init": 0.5}, tmp_path / "both", channels=paths)
