@@ -40,7 +40,7 @@ from widthsearch.training.steps import SubnetLoss, subnet_step
 
 __all__ = [
     "JOINT_TRAINING", "DEFAULT_KD_WEIGHT", "JointMember", "train_joint", "load_joint", "member_static",
-    "bn_statistics", "using_bn_statistics", "load_initial_weights",
+    "bn_statistics", "using_bn_statistics", "load_initial_weights", "member_exports",
 ]
 
 CHECKPOINT_NAME = "joint.pt"
@@ -130,6 +130,16 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     except RuntimeError as exc:
         raise UserError(f"--init-from {path} does not fit the configs' space at full width: "
                         f"{str(exc).splitlines()[0]}") from None
+
+
+def member_exports(path: str | Path):
+    """``(net, meta, [(config file, subnet, context)])`` of a joint checkpoint: entering a member's
+    context normalises the net with that member's BN statistics (what ``widthsearch export
+    --checkpoint joint.pt`` saves). A one-line error before the first epoch has finished."""
+    net, meta, members = load_joint(path)
+    if not all(m.bn for m in members):
+        raise UserError(f"{path} holds no per-config BN statistics yet (no epoch finished)")
+    return net, meta, [(Path(m.source), m.subnet, using_bn_statistics(net.model, m.bn)) for m in members]
 
 
 # ---- training -----------------------------------------------------------------------------------
