@@ -92,15 +92,13 @@ def _targets(sources: list[Path], out: Path) -> list[Path]:
 
 def _joint_exports(args: argparse.Namespace, path: Path):
     """(meta, [(config file, subnet, context normalising with its BN statistics)]) of a joint run."""
-    from widthsearch.training.joint import load_joint, using_bn_statistics
+    from widthsearch.training.joint import member_exports
 
     if args.channels:
         raise UserError(f"{path} is a joint run: it exports its own configs; drop --channels")
-    net, meta, members = load_joint(path)
+    net, meta, exports = member_exports(path)
     _check_residual(args, meta)
-    if not all(m.bn for m in members):
-        raise UserError(f"{path} holds no per-config BN statistics yet (no epoch finished)")
-    return net, meta, [(Path(m.source), m.subnet, using_bn_statistics(net.model, m.bn)) for m in members]
+    return net, meta, exports
 
 
 def _config_exports(args: argparse.Namespace, ckpt: dict, path: Path):

@@ -21,17 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help=f"method: {', '.join(METHODS)} (default autoslim)")
     parser.add_argument("--model", default=None, metavar="M", help=f"zoo model (default {d['model']})")
     parser.add_argument("--data", default=None, metavar="SPEC", help=f"data set (default {d['data']})")
-    parser.add_argument("--width-mult", type=float, default=None, metavar="X", help="supernet width (default 1.0)")
+    parser.add_argument("--width-mult", type=float, default=None, metavar="X", help="supernet width (default 1.0; spnet: bases at 0.75X and X)")
     parser.add_argument("--groups", type=int, default=None, metavar="G", help=f"groups per unit (default {d['groups']})")
-    parser.add_argument("--epochs", type=int, default=None, metavar="E", help=f"supernet epochs (default {d['epochs']})")
+    parser.add_argument("--epochs", type=int, default=None, metavar="E",
+                        help=f"supernet epochs (default {d['epochs']}; netadjust: per round; spnet: per base)")
     parser.add_argument("--retrain-epochs", type=int, default=None, metavar="E",
-                        help=f"epochs for each retrained net (default {d['retrain_epochs']})")
+                        help=f"epochs for each retrained net (default {d['retrain_epochs']}; spnet: the joint fine-tune)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B", help=f"default {d['batch_size']}")
     parser.add_argument("--lr", type=float, default=None, help=f"default {d['lr']}")
     parser.add_argument("--seed", type=int, default=None, help="default 0")
     parser.add_argument("--rounds", type=int, default=None, metavar="N", help="netadjust: adjustment rounds (default 3)")
     parser.add_argument("--targets", default=None, metavar="F,F,F",
-                        help="FLOPs targets as fractions of the max config (default 0.75,0.5,0.25)")
+                        help="FLOPs targets as fractions of the max config (default 0.75,0.5,0.25; spnet: of the "
+                        "largest base, default the uniform nets at 0.5,0.75,1 of its width)")
     parser.add_argument("--bn", default=None, choices=["batch", "calibrate"], help="BN mode of the search (default batch)")
     parser.add_argument("--search-images", type=int, default=None, metavar="N", help="held-out images scoring the search")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
@@ -71,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
         print_json(result)
         return 0
     for r in result["targets"]:
-        baseline = r.get("baseline", "uniform")
-        print(f"{r['target']}: FLOPs {format_count(r['flops'])}  acc {100 * r['accuracy']:.2f}%  "
-              f"{baseline} {100 * r['uniform_accuracy']:.2f}%  delta {100 * (r['accuracy'] - r['uniform_accuracy']):+.2f}")
+        line = f"{r['target']}: FLOPs {format_count(r['flops'])}  acc {100 * r['accuracy']:.2f}%"
+        if "uniform_accuracy" in r:  # spnet has no retrained baseline per target
+            baseline = r.get("baseline", "uniform")
+            line += (f"  {baseline} {100 * r['uniform_accuracy']:.2f}%  "
+                     f"delta {100 * (r['accuracy'] - r['uniform_accuracy']):+.2f}")
+        print(line)
     print(f"report: {result['report']} ({result['seconds']:.0f} s)")
     return 0

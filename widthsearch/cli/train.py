@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="loss of the smaller configs: A x KD from the largest + (1 - A) x CE (default 0.9, SP-Net's)")
     g.add_argument("--calib-images", type=int, default=None, metavar="N",
                    help="training images calibrating each config's BN statistics after every epoch (default 2048)")
+    g.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from these weights (model.pt, a static export or a state_dict of the configs' space at "
+                   "full width) instead of a fresh initialisation")
     add_recipe_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -57,15 +60,15 @@ def run(args: argparse.Namespace) -> int:
 
         if args.width_mult is not None:
             raise UserError("--width-mult does not apply to joint training: the configs' space sets the width")
-        values.update(kd_weight=args.kd_weight, calib_images=args.calib_images)
+        values.update(kd_weight=args.kd_weight, calib_images=args.calib_images, init_from=args.init_from)
         result = train_joint(values, args.out, channels=args.channels, resume=args.resume, progress=progress,
                              stop_after=args.stop_after, echo=echo)
         return _report_joint(args, result)
     from widthsearch.formatting import format_count, parse_count
     from widthsearch.training.retrain import train_network
 
-    if args.kd_weight is not None or args.calib_images is not None:
-        raise UserError("--kd-weight and --calib-images are for joint training (two or more --channels)")
+    if args.kd_weight is not None or args.calib_images is not None or args.init_from is not None:
+        raise UserError("--kd-weight, --calib-images and --init-from are for joint training (two or more --channels)")
     channels = args.channels[0] if args.channels else None
     if args.model is None and channels is not None:
         values["model"] = _model_of(channels)

@@ -27,6 +27,7 @@ from widthsearch.data import Dataset, mix_seed
 from widthsearch.errors import UserError
 from widthsearch.space.spec import SpaceSpec, build_supernet
 from widthsearch.space.subnet import Subnet, as_subnet
+from widthsearch.training.bn_sparsity import init_bn_weights
 from widthsearch.training.checkpoint import JOINT_FORMAT, load_checkpoint
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, evaluate, preserve_bn_state
@@ -39,7 +40,7 @@ from widthsearch.training.steps import SubnetLoss, subnet_step
 
 __all__ = [
     "JOINT_TRAINING", "DEFAULT_KD_WEIGHT", "JointMember", "train_joint", "load_joint", "member_static",
-    "bn_statistics", "using_bn_statistics",
+    "bn_statistics", "using_bn_statistics", "load_initial_weights", "member_exports",
 ]
 
 CHECKPOINT_NAME = "joint.pt"
@@ -53,6 +54,7 @@ JOINT_OPTIONS: dict[str, Any] = {
     "residual": "tie",
     "kd_weight": DEFAULT_KD_WEIGHT,
     "calib_images": DEFAULT_CALIB_IMAGES,
+    "init_from": None,
 }
 
 
@@ -105,6 +107,41 @@ def member_static(net, member: JointMember) -> nn.Module:
     return static.eval()
 
 
+def load_initial_weights(model: nn.Module, path: str | Path) -> None:
+    """Start from trained weights at full width of the same space: a trained-model checkpoint
+    (``model.pt``), a static export of the full config, or a plain state_dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--init-from {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read --init-from {path} ({type(exc).__name__})") from None
+    if not isinstance(ckpt, Mapping):
+        raise UserError(f"--init-from {path} holds no state_dict")
+    if isinstance(ckpt.get("state_dict"), Mapping):  # a static export
+        state = ckpt["state_dict"]
+    elif isinstance(ckpt.get("model"), Mapping):  # a training checkpoint
+        state = ckpt["model"]
+    else:
+        state = ckpt
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"--init-from {path} does not fit the configs' space at full width: "
+                        f"{str(exc).splitlines()[0]}") from None
+
+
+def member_exports(path: str | Path):
+    """``(net, meta, [(config file, subnet, context)])`` of a joint checkpoint: entering a member's
+    context normalises the net with that member's BN statistics (what ``widthsearch export
+    --checkpoint joint.pt`` saves). A one-line error before the first epoch has finished."""
+    net, meta, members = load_joint(path)
+    if not all(m.bn for m in members):
+        raise UserError(f"{path} holds no per-config BN statistics yet (no epoch finished)")
+    return net, meta, [(Path(m.source), m.subnet, using_bn_statistics(net.model, m.bn)) for m in members]
+
+
 # ---- training -----------------------------------------------------------------------------------
 def _common_spec(paths: Sequence[str | Path], model_name: str | None, residual: str | None) -> SpaceSpec:
     """The one space all config files refer to; a one-line error when they differ."""
@@ -143,6 +180,13 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
 
         configs = [load_config(p, net.space, model=spec.model, strict=False)[0] for p in channels]
         a["subnets"] = [{"source": str(p), **as_subnet(c).to_doc()} for p, c in zip(channels, configs)]
+        if a["init_from"] is not None:
+            if a.get("bn_init") is not None:
+                raise UserError("--bn-init does not apply with --init-from: the weights come from the file")
+            a["init_from"] = str(a["init_from"])
+            load_initial_weights(net.model, a["init_from"])
+        else:
+            init_bn_weights(net.model, a.get("bn_init"))
     a.update(model=spec.model, residual=spec.residual)
     record_spec(a, spec)
     net.model.to(ctx.device)
@@ -211,7 +255,10 @@ def train_joint(
     """Train the configs ``channels`` (YAML files of one space) jointly as one slimmable network.
 
     ``args``: recipe fields plus ``model`` (checked against the files), ``kd_weight`` (default
-    :data:`DEFAULT_KD_WEIGHT`), ``calib_images`` and ``residual`` (must agree with the files).
+    :data:`DEFAULT_KD_WEIGHT`), ``calib_images``, ``residual`` (must agree with the files) and
+    ``init_from``: a checkpoint whose weights, at full width of the configs' space, replace the
+    fresh initialisation (SP-Net fine-tunes its sorted largest base; see
+    :func:`load_initial_weights`).
     Writes ``out_dir/joint.pt`` after every epoch (weights, space spec, the sub-networks and each
     one's calibrated BN statistics), ``log.jsonl`` and ``result.json``. Returns ``{"subnets":
     [{"channels", "flops", "params", "accuracy"}, ...], ...}``; accuracies are on the test split.

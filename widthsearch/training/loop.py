@@ -24,6 +24,7 @@ from widthsearch.data import BatchLoader, mix_seed
 from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_jsonl_atomic  # also re-exported from here
 from widthsearch.progress import Progress
+from widthsearch.training.bn_sparsity import add_bn_l1, bn_weights
 from widthsearch.training.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.optim import WarmupCosine, build_optimizer
@@ -112,6 +113,9 @@ class EpochLoop:
         self.channels_last = bool(args["channels_last"])
         apply_memory_format(model, self.channels_last)
         self.params = [p for p in model.parameters() if p.requires_grad]
+        # older checkpoints' arguments have no bn_l1: off
+        self.bn_l1 = float(args.get("bn_l1") or 0.0)
+        self.bn_weights = bn_weights(model) if self.bn_l1 else []
         self.steps_per_epoch = len(loader)
         if self.steps_per_epoch < 1:
             raise UserError(
@@ -191,6 +195,8 @@ class EpochLoop:
                 with autocast(ctx.device, self.precision):
                     stats = self.step_fn(xb, yb, rng)
                 ctx.average_gradients(self.params)
+                # after averaging: every rank adds the same term to the same (replicated) scales
+                add_bn_l1(self.bn_weights, self.bn_l1)
                 self.optimizer.step()
                 self.scheduler.step()
                 losses = stats["losses"]

@@ -49,6 +49,12 @@ class Recipe:
                              action="store_const", const=False)
     warmup_epochs: float = _option(0.0, "linear warm-up epochs (default 0)", type=float, metavar="E")
     label_smoothing: float = _option(0.0, "label smoothing (default 0)", type=float, metavar="EPS")
+    bn_l1: float = _option(
+        0.0, "L1 penalty on BN scales: adds LAMBDA*sign(gamma) to their gradients every step (default 0 = off; "
+        "SP-Net uses 1e-5)", type=float, metavar="LAMBDA")
+    bn_init: float | None = _option(
+        None, "initial value of every BN scale gamma (default: the model's, 1; SP-Net uses 0.5)", type=float,
+        metavar="G")
     seed: int = _option(0, "seed of initialisation, split, order and sampling (default {default})", type=int)
     device: str = _option("auto", "default auto (CUDA when available)", choices=["auto", "cpu", "cuda"])
     threads: int | None = _option(
@@ -93,9 +99,11 @@ def check_recipe(args: Mapping[str, Any]) -> None:
     for key in ("epochs", "batch_size", "groups", "num_samples"):
         if key in args and (not isinstance(args[key], int) or args[key] < 1):
             raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {args[key]!r}")
-    for key in ("lr", "weight_decay", "momentum", "label_smoothing", "warmup_epochs"):
+    for key in ("lr", "weight_decay", "momentum", "label_smoothing", "warmup_epochs", "bn_l1"):
         if key in args and (not math.isfinite(float(args[key])) or float(args[key]) < 0):
             raise UserError(f"--{key.replace('_', '-')} must be a non-negative number, got {args[key]!r}")
+    if args.get("bn_init") is not None and not math.isfinite(float(args["bn_init"])):
+        raise UserError(f"--bn-init must be a finite number, got {args['bn_init']!r}")
     if args.get("label_smoothing", 0.0) >= 1:
         raise UserError(f"--label-smoothing must be below 1, got {args['label_smoothing']}")
     if args.get("lr", 1.0) <= 0:

@@ -30,6 +30,7 @@ from widthsearch.data import Dataset
 from widthsearch.errors import UserError
 from widthsearch.space.spec import SpaceSpec, build_space_model, build_supernet
 from widthsearch.space.subnet import Subnet
+from widthsearch.training.bn_sparsity import init_bn_weights
 from widthsearch.training.checkpoint import MODEL_FORMAT, load_checkpoint
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import evaluate
@@ -217,6 +218,7 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
     model = build_network(spec, a["net"])
     torch.manual_seed(a["seed"])
     reinitialize(model)
+    init_bn_weights(model, a.get("bn_init"))  # after the reinitialisation, which resets them to 1
     model.to(ctx.device)
     flops, params = network_cost(model, spec.input_shape)
 

@@ -15,6 +15,7 @@ import torch
 from widthsearch.data import Dataset, mix_seed
 from widthsearch.errors import UserError
 from widthsearch.space.spec import SpaceSpec, build_supernet
+from widthsearch.training.bn_sparsity import init_bn_weights
 from widthsearch.training.checkpoint import SUPERNET_FORMAT, load_checkpoint
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, supernet_accuracy
@@ -74,6 +75,7 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None) -> Job:
     spec = saved_spec(ckpt) if ckpt is not None else spec_for_data(supernet_spec(a), data)
     torch.manual_seed(a["seed"])
     net, spec = build_supernet(spec)
+    init_bn_weights(net.model, a.get("bn_init"))
     if ckpt is not None:
         _check_units(ckpt, net.space, ckpt.get("path", CHECKPOINT_NAME))
     net.model.to(ctx.device)
