@@ -73,7 +73,7 @@ def test_profile_of_a_config_equals_its_cost(tmp_path, capsys):
         (["export", "--checkpoint", "/no/such.pt", "--channels", "/no/c.yaml", "--out", "x.pt"], "does not exist"),
         (["search", "--checkpoint", "/no/such.pt", "--target", "flops=0.5", "--out", "x"], "does not exist"),
         (["run", "--targets", "2", "--out", "x"], "fraction"),
-        (["run", "--method", "bcnet", "--out", "x"], "unknown method 'bcnet'; choose one of: autoslim"),
+        (["run", "--method", "annealing", "--out", "x"], "unknown method 'annealing'; choose one of: autoslim, bcnet, netadjust, spnet"),
     ],
 )
 def test_user_errors_are_one_line_with_exit_2(capsys, argv, message):

@@ -168,7 +168,8 @@ class UniformStrategy(Strategy):
         return [SubnetLoss(Subnet(space.random_config(rng)), weight, "ce") for _ in range(self.num_samples)]
 
 
-#: name -> factory taking ``num_samples`` (configs per step) and the run's other strategy options
+#: name -> factory taking ``num_samples`` (configs per step) and, as keywords, the strategy options the run
+#: sets (e.g. ``full_every``)
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     # US-Nets training as used by AutoSlim: sandwich rule + inplace distillation
     "autoslim": lambda n, **_: SandwichStrategy(num_samples=n, distill=True, name="autoslim"),
@@ -189,4 +190,5 @@ def get_strategy(name: str, num_samples: int = 4, **options: Any) -> Strategy:
         raise UserError(f"unknown strategy {name!r}; choose from {', '.join(sorted(STRATEGIES))}") from None
     if num_samples < 1:
         raise UserError(f"--num-samples must be at least 1, got {num_samples}")
-    return factory(num_samples, **options)
+    # only options that are set reach the factory, so a factory of ``num_samples`` alone still fits
+    return factory(num_samples, **{k: v for k, v in options.items() if v})
