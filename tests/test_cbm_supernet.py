@@ -62,3 +62,21 @@ def test_scoring_the_wrong_space_is_a_user_error(cbm_supernet, capsys):
     code = main(["bench", "cbm", "--space", "resnet", "--tables", str(tables), "--supernet", str(cbm_supernet),
                  "--sample", "4"])
     assert code == 2 and "cbm_resnet" in capsys.readouterr().err
+
+
+def test_bilateral_scores_are_the_mean_of_left_and_right(cbm_supernet, tmp_path, capsys):
+    tables = shared_path("channel_bench_macro")
+    losses = {}
+    for align in ("left", "right", "both"):
+        out = tmp_path / f"{align}.json"
+        argv = ["bench", "cbm", "--space", "mobilenet", "--tables", str(tables), "--supernet", str(cbm_supernet),
+                "--sample", "3", "--eval-images", "8", "--calib-images", "16", "--align", align,
+                "--scores-out", str(out), "--json"]
+        assert main(argv) == 0
+        capsys.readouterr()
+        losses[align] = json.loads(out.read_text())["loss"]
+    for key, both in losses["both"].items():
+        assert both == pytest.approx((losses["left"][key] + losses["right"][key]) / 2)
+    # a scores file of one side is not resumed as another
+    argv[argv.index("--align") + 1] = "left"
+    assert main(argv) == 2

@@ -69,9 +69,13 @@ def score_with_supernet(
     metric: str = "accuracy",
     device: str = "cpu",
     progress: bool = True,
+    align: str | None = None,
 ) -> Dict[str, float]:
     """Score of each key's sub-network of the supernet at ``checkpoint``: held-out accuracy (%) or,
     with ``metric="loss"``, the negative mean cross-entropy.
+
+    ``align``: ``"left"``, ``"right"`` or ``"both"`` (BCNet's mean of the two sides, each with its
+    own BN statistics); default ``"both"`` for a ``--strategy bcnet`` supernet, else ``"left"``.
 
     Both numbers are measured in the same pass and written to ``out`` (``"scores"``: accuracy,
     ``"loss"``: cross-entropy), so switching the metric later costs nothing. Resumes from ``out``
@@ -79,13 +83,15 @@ def score_with_supernet(
     ``"auto"`` (CUDA when available).
     """
     from widthsearch.bench.cbm import MODEL_NAMES
-    from widthsearch.training.evaluate import check_metric, heldout_eval_set, supernet_metrics
+    from widthsearch.training.evaluate import check_align, check_metric, heldout_eval_set, supernet_metrics
     from widthsearch.training.slimmable import load_supernet
 
     check_metric(metric)  # before any work
+    check_align(align)
     from widthsearch.training.distributed import resolve_device
 
     net, meta = load_supernet(checkpoint, resolve_device(device))
+    align = align or ("both" if meta.get("strategy") == "bcnet" else "left")
     expected = bench.space
     if [u.name for u in net.space.units] != [u.name for u in expected.units] or [
         u.choices for u in net.space.units
@@ -97,6 +103,8 @@ def score_with_supernet(
     out = Path(out)
     header = {"checkpoint": str(checkpoint), "bn": bn, "eval_images": eval_images, "calib_images": calib_images,
               "space": bench.name}
+    if align != "left":  # left-aligned score files written before alignment existed keep resuming
+        header["align"] = align
     accuracy, loss = _load_saved(out, header)
     x, y, calib, _ = heldout_eval_set(meta, bn, eval_images, calib_images)
     todo = [k for k in keys if k not in accuracy]
@@ -106,7 +114,8 @@ def score_with_supernet(
 
         bar = Progress(len(keys), "scoring archs", unit="arch", initial=len(keys) - len(todo))
     for i, key in enumerate(todo):
-        found = supernet_metrics(net, bench.key_to_config(key), x, y, bn=bn, calib=calib, batch_size=len(y))
+        found = supernet_metrics(net, bench.key_to_config(key), x, y, bn=bn, calib=calib, batch_size=len(y),
+                                 align=align)
         accuracy[key], loss[key] = 100.0 * found["accuracy"], found["loss"]
         if bar is not None:
             bar.update()

@@ -58,6 +58,9 @@ def register(subparsers: Any) -> None:
                    help="with --supernet: where scores are written and resumed from (default DIR_OF_CKPT/cbm_scores.json)")
     p.add_argument("--eval-images", type=int, default=2000, metavar="N",
                    help="with --supernet: held-out images per architecture (default 2000)")
+    p.add_argument("--align", choices=("left", "right", "both"), default=None,
+                   help="with --supernet: score the first channels (left), the last (right) or the mean of both sides, "
+                   "each with its own BN statistics (default: both for a --strategy bcnet supernet, else left)")
     p.add_argument("--calib-images", type=int, default=2048, metavar="N",
                    help="with --supernet: training images recalibrating BN for each architecture (default 2048)")
     p.add_argument("--metric", choices=("accuracy", "loss"), default="accuracy",
@@ -92,6 +95,7 @@ def _score_source(args: argparse.Namespace, bench: Any) -> Optional[Dict[str, fl
         out = args.scores_out or (ckpt if ckpt.is_dir() else ckpt.parent) / "cbm_scores.json"
         return score_with_supernet(ckpt, bench, keys, out, eval_images=args.eval_images,
                                    calib_images=args.calib_images, metric=args.metric, device=args.device,
+                                   align=args.align,
                                    progress=not args.json)
     return None
 
