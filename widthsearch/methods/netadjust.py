@@ -27,6 +27,7 @@ from widthsearch.data import mix_seed
 from widthsearch.errors import UserError
 from widthsearch.space import ChannelSpace, Supernet
 from widthsearch.io import write_json_atomic
+from widthsearch.methods.run_state import load_run_state
 
 #: the official CIFAR schedule: k layers move per round (k0 decaying by k_decay per round), the
 #: i-th ranked layer moves a_i = max(a_lr - i * a_decay, 0) of its *original* width
@@ -261,17 +262,10 @@ def _load_state(out: Path, settings: Mapping, resume: bool) -> dict | None:
     path = out / STATE_FILE
     if path.exists() and not resume:
         raise UserError(f"{out} already holds an adjustment ({STATE_FILE}); use --resume to continue or another --out")
-    if not (resume and path.exists()):
+    if not resume:
         return None
-    state = json.loads(path.read_text())
-    if state.get("version") != STATE_VERSION:
-        raise UserError(f"{path} was written by another version of widthsearch")
-    saved = state["settings"]
-    for key, value in settings.items():
-        if key not in _RESUMABLE and key != "rounds" and saved.get(key) != value:
-            raise UserError(f"--{key.replace('_', '-')} {value} differs from the saved run's {saved.get(key)}; "
-                            "resume with the same settings or use a new --out")
-    return state
+    # more rounds may be asked for when resuming: the rounds done stay what they were
+    return load_run_state(path, settings, version=STATE_VERSION, mutable=_RESUMABLE | {"rounds"})
 
 
 def _heldout_probe_set(data, images: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic
+from widthsearch.methods.run_state import load_run_state
 from widthsearch.space import ChannelSpace, Subnet, Supernet
 
 
@@ -236,18 +237,9 @@ def _settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _load_state(out: Path, s: Mapping[str, Any], resume: bool) -> dict | None:
-    path = out / STATE_FILE
-    if not (resume and path.exists()):
+    if not resume:
         return None
-    state = json.loads(path.read_text())
-    if state.get("version") != STATE_VERSION:
-        raise UserError(f"{path} was written by another version of widthsearch")
-    saved = state["settings"]
-    for key, value in s.items():
-        if key not in _RESUMABLE and saved.get(key) != value:
-            raise UserError(f"--{key.replace('_', '-')} {value} differs from the saved run's {saved.get(key)}; "
-                            "resume with the same settings or use a new --out")
-    return state
+    return load_run_state(out / STATE_FILE, s, version=STATE_VERSION, mutable=_RESUMABLE)
 
 
 class _Plan:
