@@ -15,7 +15,6 @@ from widthsearch.formatting import format_count
 from widthsearch.models import model_info
 from widthsearch.space.config import load_config
 from widthsearch.space.spec import build_supernet
-from widthsearch.formatting import format_count
 from widthsearch.training.checkpoint import JOINT_FORMAT, SUPERNET_FORMAT
 
 

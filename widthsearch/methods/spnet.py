@@ -13,7 +13,6 @@ target with a global threshold, and channel sorting. Departures from the officia
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
