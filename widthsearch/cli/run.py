@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="FLOPs targets as fractions of the max config (default 0.75,0.5,0.25; spnet: of the "
                         "largest base, default the uniform nets at 0.5,0.75,1 of its width)")
     parser.add_argument("--bn", default=None, choices=["batch", "calibrate"], help="BN mode of the search (default batch)")
+    parser.add_argument("--align", default=None, choices=["left", "right", "both"],
+                        help="channels that score a candidate (default: both for bcnet, left otherwise)")
     parser.add_argument("--search-images", type=int, default=None, metavar="N", help="held-out images scoring the search")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model, "data": args.data, "width_mult": args.width_mult, "groups": args.groups,
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
-        "threads": args.threads, "device": args.device, "rounds": args.rounds,
+        "threads": args.threads, "device": args.device, "rounds": args.rounds, "align": args.align,
     }
     start = time.time()
     echo = (lambda msg: print(msg, file=sys.stderr)) if args.json else print

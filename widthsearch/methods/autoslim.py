@@ -82,11 +82,12 @@ def run_autoslim(
     net, meta = supernet_stage(s, out, {"strategy": "autoslim"}, resume=resume, progress=progress, echo=echo)
     targets = [f"flops={float(t):g}" for t in s["targets"]]
     echo(f"[2/3] greedy search: {', '.join(targets)} of max FLOPs")
-    evaluator, data = supernet_evaluator(net, meta, s["bn"], s["search_images"])
+    align = s.get("align") or "left"
+    evaluator, data = supernet_evaluator(net, meta, s["bn"], s["search_images"], align=align)
     search_resume = resume and (out / "search" / STATE_FILE).exists()
     summary = greedy_search(net, evaluator, targets, out / "search", meta=search_meta(meta),
                             resume=search_resume, progress=progress,
-                            scoring={"bn": s["bn"], "search_images": s["search_images"]})
+                            scoring={"bn": s["bn"], "search_images": s["search_images"], "align": align})
     rows = retrain_stage(s, out, summary["found"], resume=resume, progress=progress, echo=echo)
     search_text = (f"{summary['steps']} greedy steps, {summary['evaluations']} supernet evaluations.\n\n"
                    "![accuracy along the greedy path](search/trajectory.png)\n\n![channels per unit](search/widths.png)")

@@ -149,6 +149,8 @@ def prior_seeding(space: ChannelSpace, records: Sequence[tuple[float, Mapping[st
 
 # ---- the whole method: bcnet supernet -> prior-seeded bilateral evolution -> retraining -> report -----
 RUN_DEFAULTS: dict = {"groups": 4, "population": 20, "generations": 5}
+ALIGN_TEXT = {"both": "the mean of their left- and right-aligned sub-networks", "left": "their first channels",
+              "right": "their last channels"}
 
 
 def run_bcnet(
@@ -170,7 +172,8 @@ def run_bcnet(
     s = {**COMMON, **RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
     out = prepare_run_folder(out_dir, resume)
     net, meta = supernet_stage(s, out, {"strategy": "bcnet"}, resume=resume, progress=progress, echo=echo)
-    evaluator, data = supernet_evaluator(net, meta, s["bn"], s["search_images"], align="both")
+    align = s.get("align") or "both"
+    evaluator, data = supernet_evaluator(net, meta, s["bn"], s["search_images"], align=align)
     records = checkpoint_records(meta["path"])
     population = int(s["population"])
     options = {"population": population, "mutations": population // 2, "crossovers": population - population // 2,
@@ -184,7 +187,7 @@ def run_bcnet(
         summary = search_supernet(net, evaluator, [target], folder, meta=search_meta(meta), algo="evolution",
                                   options=options, resume=resume and (folder / STATE_FILE).exists(),
                                   progress=progress, seeding=seeding,
-                                  scoring={"bn": s["bn"], "search_images": s["search_images"], "align": "both",
+                                  scoring={"bn": s["bn"], "search_images": s["search_images"], "align": align,
                                            "prior": "records"})
         found += summary["found"]
         evaluations += summary["evaluations"]
@@ -193,8 +196,8 @@ def run_bcnet(
                          for f in s["targets"])
     search_text = (f"Evolution per target (population {population}, {s['generations']} generations, initial "
                    f"population and mutations from the prior fitted to the supernet's {len(records)} lowest step "
-                   f"losses), {evaluations} supernet evaluations in all; every candidate scored as the mean of its "
-                   f"left- and right-aligned sub-networks.\n\n{plots}")
+                   f"losses), {evaluations} supernet evaluations in all; candidates scored with {ALIGN_TEXT[align]}."
+                   f"\n\n{plots}")
     report = write_report(out, s, meta, rows, title="BCNet run", how="Bilateral evolution", search_text=search_text,
                           scored_images=min(int(s["search_images"]), len(data.heldout)))
     return {"targets": rows, "report": str(report), "search": str(out / "search")}
