@@ -256,3 +256,61 @@ def test_cli_scores_plot(real_bench, tmp_path, capsys):
     assert out["kendall"] == pytest.approx(1.0) and out["flops_proxy"]["kendall"] < 1.0
     assert main([*argv, "--plot", str(tmp_path / "scores.jpgx")]) == 2
     assert "png" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- --compare
+def _write_scores(path, scores):
+    path.write_text(json.dumps(scores))
+    return str(path)
+
+
+def test_compare_scores_library(fake_benches):
+    mb = fake_benches["mobilenet"]
+    t = mb.table
+    keys = t.keys[::97]
+    truth = {k: float(t.mean[t.index[k]]) for k in keys}
+    reversed_ = {k: -v for k, v in truth.items()}
+    c = mb.compare_scores(truth, reversed_, n=50, seed=1)
+    assert c["common"] == len(keys) and c["kendall_a"] == pytest.approx(1.0) and c["kendall_b"] == pytest.approx(-1.0)
+    assert c["delta_kendall"] == pytest.approx(2.0) and c["delta_ci95"] == pytest.approx([2.0, 2.0])
+    # against FLOPs on the same archs: the same figure as the FLOPs baseline of --scores
+    f = mb.compare_scores(truth, None, n=50)
+    assert f["kendall_b"] == pytest.approx(mb.flops_baseline(keys)["kendall"])
+    assert f["delta_kendall"] == pytest.approx(1.0 - f["kendall_b"])
+    assert mb.compare_scores(truth, None, n=50, seed=4) == mb.compare_scores(truth, None, n=50, seed=4)
+    with pytest.raises(UserError, match="no architecture in common"):
+        mb.compare_scores({keys[0]: 1.0}, {keys[1]: 1.0})
+    with pytest.raises(UserError, match="at least 1"):
+        mb.compare_scores(truth, reversed_, n=0)
+
+
+def test_cli_compare(fake_benches, tmp_path, capsys, monkeypatch):
+    # the CLI on a fake channel space: the comparison only needs the table
+    monkeypatch.setattr(cbm, "CBMBench", lambda space, tables=None: fake_benches[space])
+    t = fake_benches["resnet"].table
+    keys = ["1111111", "2222222", "3333333", "4444444", "1234123", "4321432", "2344241", "3244221"]
+    acc = {k: float(t.mean[t.index[k]]) for k in keys}
+    a = _write_scores(tmp_path / "a.json", acc)
+    b = _write_scores(tmp_path / "b.json", {k: -v for k, v in list(acc.items())[:6]})
+    argv = ["bench", "cbm", "--space", "resnet", "--scores", a]
+    assert main([*argv, "--compare", b, "--bootstrap", "40", "--seed", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["common"] == 6 and out["delta_kendall"] == pytest.approx(2.0)
+    assert out["delta_ci95"] == pytest.approx([2.0, 2.0]) and out["bootstrap"] == 40 and out["bootstrap_seed"] == 2
+    assert out["count"] == 8 and "picks" in out  # what --scores gives is still there
+    assert main([*argv, "--compare", "flops"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if "compared with flops" in x]
+    assert len(line) == 1 and "8 common archs" in line[0] and "95% CI" in line[0]
+    errors = {
+        "no architecture in common": [*argv, "--compare", _write_scores(tmp_path / "c.json", {"1212121": 1.0})],
+        "not found": [*argv, "--compare", str(tmp_path / "missing.json")],
+        "invalid JSON": [*argv, "--compare", str(tmp_path / "bad.json")],
+        "needs --scores": ["bench", "cbm", "--space", "resnet", "--compare", "flops"],
+        "at least 1": [*argv, "--compare", "flops", "--bootstrap", "0"],
+        "applies to --compare": [*argv, "--bootstrap", "10"],
+    }
+    (tmp_path / "bad.json").write_text("{not json")
+    for message, args in errors.items():
+        assert main(args) == 2, message
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]

@@ -46,10 +46,15 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--max-evals", type=int, default=300, metavar="N",
                    help="evaluation budget of evolution/random search (default 300; greedy needs what its path needs)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (evolution/random; first seed of --report)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (evolution/random; first seed of --report; bootstrap of --compare)")
     p.add_argument("--lower", type=float, default=None, metavar="FRAC",
                    help=f"evolution/random only sample FLOPs >= FRAC*budget (default {CBM_LOWER:g})")
     p.add_argument("--scores", metavar="FILE", help="JSON {key: score} or CSV key,score to correlate with the table")
+    p.add_argument("--compare", metavar="FILE|flops",
+                   help="with --scores: compare its ranking with these scores' (or FLOPs') on their common archs: "
+                   "difference of Kendall tau against the table, with a paired bootstrap 95%% interval")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="N",
+                   help="with --compare: bootstrap resamples over the common archs (default 1000; seeded by --seed)")
     p.add_argument("--supernet", metavar="CKPT",
                    help="score architectures with this supernet (cbm_* trained with --groups 4), then correlate")
     p.add_argument("--sample", type=int, default=16384, metavar="N",
@@ -109,6 +114,7 @@ def run_cbm(args: argparse.Namespace) -> int:
         raise UserError("--seeds must be at least 1")
     if args.lower is not None and not 0.0 <= args.lower <= 1.0:
         raise UserError("--lower must be a fraction in [0, 1]")
+    _check_compare(args)
     if args.plot and not (args.scores or args.supernet):
         raise UserError("--plot draws scores: give it with --scores or --supernet")
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
@@ -169,6 +175,10 @@ def run_cbm(args: argparse.Namespace) -> int:
         text.append(f"  FLOPs alone on the same archs: Kendall {_fmt(base['kendall'])}  Spearman "
                     f"{_fmt(base['spearman'])}  Pearson {_fmt(base['pearson'])}  (without digit 1: Kendall "
                     f"{_fmt(base['no1']['kendall'])})")
+        if args.compare:
+            c = _compare(args, bench, scores)
+            result.update(c)
+            text.append(_format_compare(args, c))
         if args.plot:
             label = "supernet " + ("accuracy (%)" if args.metric == "accuracy" else "-cross-entropy") \
                 if args.supernet else "score"
@@ -196,6 +206,39 @@ def run_cbm(args: argparse.Namespace) -> int:
     else:
         print("\n".join(text))
     return 0
+
+
+DEFAULT_BOOTSTRAP = 1000
+
+
+def _check_compare(args: argparse.Namespace) -> None:
+    """``--compare`` and ``--bootstrap`` only make sense together with ``--scores``."""
+    if args.compare and not args.scores:
+        raise UserError("--compare needs --scores FILE: the scores it is compared with")
+    if args.bootstrap is not None and not args.compare:
+        raise UserError("--bootstrap applies to --compare; give both")
+    if args.bootstrap is not None and args.bootstrap < 1:
+        raise UserError(f"--bootstrap must be at least 1, got {args.bootstrap}")
+
+
+def _compare(args: argparse.Namespace, bench: Any, scores: Dict[str, float]) -> Dict[str, Any]:
+    """τ(--scores) − τ(--compare) on their common archs, with its paired bootstrap interval."""
+    from widthsearch.bench.cbm import load_scores
+
+    other = None if args.compare == "flops" else load_scores(args.compare, args.metric)
+    n = DEFAULT_BOOTSTRAP if args.bootstrap is None else args.bootstrap
+    out = bench.compare_scores(scores, other, n=n, seed=args.seed)
+    out["compare"] = args.compare
+    return out
+
+
+def _format_compare(args: argparse.Namespace, c: Dict[str, Any]) -> str:
+    lo, hi = c["delta_ci95"]
+    ci = "n/a" if lo is None or hi is None else f"[{lo:+.3f}, {hi:+.3f}]"
+    delta = "n/a" if c["delta_kendall"] is None else f"{c['delta_kendall']:+.3f}"
+    return (f"  compared with {args.compare} on {c['common']} common archs: Kendall {_fmt(c['kendall_a'])} vs "
+            f"{_fmt(c['kendall_b'])}, delta {delta}, 95% CI {ci} ({c['bootstrap']} paired bootstrap resamples, "
+            f"seed {c['bootstrap_seed']})")
 
 
 def _command(args: argparse.Namespace) -> str:

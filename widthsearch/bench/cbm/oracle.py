@@ -13,7 +13,13 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from widthsearch.bench.cbm.stats import correlations, expected_best_of_n, rank_desc, topk_overlap
+from widthsearch.bench.cbm.stats import (
+    correlations,
+    expected_best_of_n,
+    paired_bootstrap_kendall,
+    rank_desc,
+    topk_overlap,
+)
 from widthsearch.bench.cbm.table import (
     DEFAULT_BUDGETS,
     DIGITS,
@@ -38,6 +44,11 @@ __all__ = ["CBM_LOWER", "EVOLUTION_CBM", "REPORT_ALGOS", "CBMBench", "run_benchm
 CBM_LOWER = 0.8
 # Evolution hyperparameters on CBM beyond the library defaults (none: BCNetV2's defaults).
 EVOLUTION_CBM: Dict[str, Any] = {}
+
+
+def _nan_none(x: float) -> Optional[float]:
+    """JSON has no NaN: an undefined statistic (a constant score vector) is ``None``."""
+    return None if not math.isfinite(float(x)) else float(x)
 
 
 def _pct(frac: float) -> str:
@@ -241,6 +252,37 @@ class CBMBench:
         flops = {k: float(self.table.flops[self.table.index[k]]) for k in keys}
         found = self.score_correlation(flops, budgets=())
         return {k: found[k] for k in ("count", "kendall", "spearman", "pearson", "no1")}
+
+    def compare_scores(
+        self, a: Mapping[str, float], b: Optional[Mapping[str, float]] = None, n: int = 1000, seed: int = 0
+    ) -> Dict[str, Any]:
+        """Does scorer ``a`` rank like the table better than scorer ``b`` (FLOPs when ``b`` is None)?
+
+        Both are compared on the archs they have in common, against the table's ``mean``:
+        ``delta_kendall`` = τ(a) − τ(b), ``delta_ci95`` its 95 % paired-bootstrap interval over
+        those archs (``n`` resamples, seeded), ``common`` their number, ``kendall_a``/``kendall_b``
+        the two τ on them. ``UserError`` when they share fewer than 2 archs or ``n`` < 1."""
+        if int(n) < 1:
+            raise UserError(f"the number of bootstrap resamples must be at least 1, got {n}")
+        for scores in (a, b or {}):
+            bad = [k for k in scores if k not in self.table.index]
+            if bad:
+                raise UserError(f"scores name {len(bad)} unknown key(s), e.g. {bad[0]!r}; keys are 7 digits 1-4")
+        if b is None:
+            b = {k: float(self.table.flops[self.table.index[k]]) for k in a}
+        common = [k for k in a if k in b]
+        if not common:
+            raise UserError("the two sets of scores have no architecture in common")
+        if len(common) < 2:
+            raise UserError(f"the two sets of scores have only one architecture ({common[0]}) in common; "
+                            "comparing rankings needs at least 2")
+        truth = {k: float(self.table.mean[self.table.index[k]]) for k in common}
+        boot = paired_bootstrap_kendall(a, b, truth, n=int(n), seed=int(seed))
+        ta, tb = (correlations([s[k] for k in common], [truth[k] for k in common])["kendall"] for s in (a, b))
+        return {"delta_kendall": _nan_none(boot["delta_kendall"]),
+                "delta_ci95": [_nan_none(x) for x in boot["delta_ci95"]],
+                "common": boot["count"], "kendall_a": ta, "kendall_b": tb,
+                "bootstrap": int(n), "bootstrap_seed": int(seed)}
 
     def score_correlation(
         self, scores: Mapping[str, float], budgets: Sequence[float] = DEFAULT_BUDGETS
