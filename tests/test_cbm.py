@@ -165,6 +165,12 @@ def test_oracle_searches(fake_benches):
             assert r["rank_feasible"] == bench.rank_feasible(r["key"], r["budget_flops"])
         r = bench.search("evolution", 0.5, max_evals=300, seed=0)
         assert r["rank_feasible"] <= 5
+    # the documented miss of BCNetV2's loop, and the screened variant on the same seed
+    rn = fake_benches["resnet"]
+    old = rn.search("evolution", 0.75, seed=0, variant="bcnet")
+    new = rn.search("evolution", 0.75, seed=0)
+    assert (old["variant"], old["rank_feasible"], old["evaluations"]) == ("bcnet", 13, 300)
+    assert (new["variant"], new["evaluations"]) == ("screened", 300) and new["rank_feasible"] <= 5
     g = fake_benches["mobilenet"].search("greedy", 0.5)
     assert g["flops"] <= g["budget_flops"] and g["seed"] is None and g["evaluations"] > 0
 
@@ -231,6 +237,12 @@ def test_cli_infeasible_budget_and_json(real_bench, capsys):
               "feasible"):
         assert k in out
     assert out["evaluations"] <= 60 and out["optimum_key"] == "2344241" and out["feasible"] == 12318
+    assert out["variant"] == "screened"
+    assert main(["bench", "cbm", "--space", "mobilenet", "--tables", d, "--algo", "evolution", "--variant", "bcnet",
+                 "--max-evals", "60", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["variant"] == "bcnet"
+    assert main(["bench", "cbm", "--space", "mobilenet", "--tables", d, "--algo", "random", "--variant", "bcnet"]) == 2
+    assert "--variant applies to --algo evolution" in capsys.readouterr().err
 
 
 def test_cli_scores_json(real_bench, tmp_path, capsys):

@@ -238,6 +238,112 @@ def test_evolution_empty_and_exhausted_feasible_sets():
     assert res.evaluations == 6 and res.stop_reason == "exhausted"
 
 
+# ----------------------------------------------------------------------------- evolution variants
+def test_evolution_variants_respect_budget_and_never_repeat_a_config():
+    con = Constraint(total, budget=100, lower=0.8)
+    for variant in ("screened", "bcnet"):
+        for max_evals in (1, 37, 120):
+            ev = CountingEvaluator(evo_score)
+            res = evolution_search(EVO_SPACE, ev, con, variant=variant, iterations=None, max_evals=max_evals, seed=2)
+            check_history(res, con, max_evals)
+            assert ev.calls == ev.evaluations == max_evals and res.extra["variant"] == variant
+            assert sum(res.extra["origins"].values()) == max_evals
+            if variant == "screened" and max_evals > 50:  # random samples only in the first generation
+                assert res.extra["origins"]["random"] == 50
+
+
+def test_screened_generations_are_children_only_and_best_predicted_first():
+    from widthsearch.search.surrogate import fit_additive
+
+    con = Constraint(total, budget=100, lower=0.8)
+    res = evolution_search(EVO_SPACE, evo_score, con, population=20, mutations=4, crossovers=4, iterations=3, seed=0)
+    assert res.evaluations == 20 + 2 * 8 and res.stop_reason == "iterations"
+    # the second generation: 8 children, in the order the model fitted to the first 20 rates them
+    g = Genome(EVO_SPACE)
+    genes = [g.genes(c) for c, _ in res.history]
+    model = fit_additive(genes[:20], [s for _, s in res.history[:20]], [4] * 5)
+    predicted = list(model.predict(genes[20:28]))
+    assert predicted == sorted(predicted, reverse=True)
+    # evo_score is additive over units, so the model's picks beat the first generation on average
+    assert sum(s for _, s in res.history[20:28]) / 8 > sum(s for _, s in res.history[:20]) / 20
+    # the BCNetV2 loop fills generations up to the population with random samples
+    bc = evolution_search(EVO_SPACE, evo_score, con, variant="bcnet", population=20, mutations=4, crossovers=4,
+                          iterations=3, seed=0)
+    assert bc.evaluations == 3 * 20
+
+
+def test_mutation_changes_at_least_one_gene_and_respects_the_prior():
+    import random
+
+    from widthsearch.search.evolution import _mutate_some
+    from widthsearch.search.prior import normalise_prior
+
+    g = Genome(EVO_SPACE)
+    rng = random.Random(0)
+    parent = (0, 1, 2, 3, 0)
+    for pm in (0.0, 0.1, 1.0):
+        children = [_mutate_some(parent, g, None, pm, rng) for _ in range(300)]
+        assert all(c != parent for c in children)
+        if pm == 1.0:  # every gene moves, to another choice
+            assert all(all(a != b for a, b in zip(c, parent)) for c in children)
+    probs = normalise_prior(g, {"u0": [1, 0, 0, 0], "u1": [0, 1, 0, 0]})  # u0 and u1 cannot move
+    children = [_mutate_some(parent, g, probs, 0.1, rng) for _ in range(300)]
+    assert all(c[1] == 1 and c[0] in (0,) for c in children) and all(c != parent for c in children)
+    frozen = normalise_prior(g, {f"u{i}": [0, 0, 0, 1] for i in range(5)})
+    assert _mutate_some((3, 3, 3, 3, 3), g, frozen, 0.5, rng) == (3, 3, 3, 3, 3)  # nothing can move
+
+
+def test_screened_resume_same_result_and_old_states_resume_as_bcnet():
+    con = Constraint(total, budget=90, lower=0.5)
+    for variant in ("screened", "bcnet"):
+        kw = dict(variant=variant, population=12, top_k=4, mutations=3, crossovers=3, iterations=None,
+                  max_evals=60, seed=7)
+        states = []
+        full = evolution_search(EVO_SPACE, evo_score, con, on_step=states.append, **kw)
+        assert len(states) == 60
+        for k in (5, 11, 12, 17, 40):  # mid-generation and at generation boundaries
+            res = evolution_search(EVO_SPACE, evo_score, con, state=json.loads(json.dumps(states[k])))
+            assert res.history == full.history and res.state == full.state
+    # a state saved before variants existed has neither 'variant' nor 'screen': it is BCNetV2's loop
+    old = json.loads(json.dumps(states[20]))
+    del old["params"]["variant"], old["params"]["screen"]
+    res = evolution_search(EVO_SPACE, evo_score, con, state=old)
+    assert res.history == full.history and res.extra["variant"] == "bcnet"
+
+
+def test_evolution_variant_options_are_checked():
+    con = Constraint(total, budget=100)
+    for kw, match in (({"variant": "nsga"}, "unknown evolution variant 'nsga'"),
+                      ({"variant": "bcnet", "screen": 5}, "screen must be 1"),
+                      ({"screen": 0}, "screen must be at least 1"),
+                      ({"mutations": 0, "crossovers": 0}, "at least one mutation or crossover")):
+        with pytest.raises(UserError, match=match):
+            evolution_search(EVO_SPACE, evo_score, con, **kw)
+
+
+def test_planned_evaluations():
+    from widthsearch.search.evolution import planned_evaluations
+
+    assert planned_evaluations() == 50 + 19 * 20  # screened: 10 + 10 children per later generation
+    assert planned_evaluations(variant="bcnet") == 20 * 50
+    assert planned_evaluations(max_evals=300) == 300 and planned_evaluations(iterations=2, max_evals=300) == 70
+    assert planned_evaluations(iterations=None, max_evals=300) == 300
+
+
+def test_additive_surrogate_ranks_an_additive_score():
+    from widthsearch.search.surrogate import best_predicted, fit_additive
+
+    genomes = [(a, b, c) for a in range(4) for b in range(3) for c in range(2)]
+    score = [2.0 * a - b + 0.5 * c for a, b, c in genomes]
+    model = fit_additive(genomes, score, [4, 3, 2], ridge=1e-6)
+    assert model.predict(genomes) == pytest.approx(score, abs=1e-4)
+    assert fit_additive(genomes[:1], score[:1], [4, 3, 2]) is None  # nothing to learn from one score
+    nan_too = fit_additive(genomes + [(0, 0, 0)], score + [float("nan")], [4, 3, 2], ridge=1e-6)
+    assert nan_too.predict([(3, 0, 1)])[0] == pytest.approx(6.5, abs=1e-4)
+    assert best_predicted(model, genomes, 2) == [(3, 0, 1), (3, 0, 0)]
+    assert best_predicted(None, genomes, 2) == genomes[:2]
+
+
 # ----------------------------------------------------------------------------- random search
 def test_random_search_constraint_budget_determinism_resume():
     con = Constraint(total, budget=100, lower=0.6)

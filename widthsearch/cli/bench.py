@@ -26,6 +26,7 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK")
     sub.required = True
     from widthsearch.bench.cbm import CBM_LOWER, SPACES
+    from widthsearch.search.evolution import VARIANTS
 
     p = sub.add_parser(
         "cbm",
@@ -46,9 +47,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--max-evals", type=int, default=300, metavar="N",
                    help="evaluation budget of evolution/random search (default 300; greedy needs what its path needs)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (evolution/random; first seed of --report; bootstrap of --compare)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed (evolution/random; first seed of --report; bootstrap of --compare)")
     p.add_argument("--lower", type=float, default=None, metavar="FRAC",
                    help=f"evolution/random only sample FLOPs >= FRAC*budget (default {CBM_LOWER:g})")
+    p.add_argument("--variant", choices=VARIANTS, default=None,
+                   help="evolution (--algo evolution and --report): screened (default) or bcnet, BCNetV2's loop "
+                   "as published (top-k 10, 25 mutations + 25 crossovers, random fill-up)")
     p.add_argument("--scores", metavar="FILE", help="JSON {key: score} or CSV key,score to correlate with the table")
     p.add_argument("--compare", metavar="FILE|flops",
                    help="with --scores: compare its ranking with these scores' (or FLOPs') on their common archs: "
@@ -115,6 +120,8 @@ def run_cbm(args: argparse.Namespace) -> int:
     if args.lower is not None and not 0.0 <= args.lower <= 1.0:
         raise UserError("--lower must be a fraction in [0, 1]")
     _check_compare(args)
+    if args.variant and not (args.algo == "evolution" or args.report):
+        raise UserError("--variant applies to --algo evolution and --report")
     if args.plot and not (args.scores or args.supernet):
         raise UserError("--plot draws scores: give it with --scores or --supernet")
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
@@ -150,13 +157,17 @@ def run_cbm(args: argparse.Namespace) -> int:
                         f"params {e['params']} vs table {e['table_params']}")
 
     if args.algo:
-        r = bench.search(args.algo, args.budget, max_evals=args.max_evals, seed=args.seed, lower=args.lower)
+        extra = {"variant": args.variant} if args.variant else {}
+        r = bench.search(args.algo, args.budget, max_evals=args.max_evals, seed=args.seed, lower=args.lower, **extra)
+        if args.algo == "evolution":
+            result["variant"] = r["variant"]
         for k in ("key", "mean_acc", "rank_feasible", "rank_global", "evaluations", "optimum_key", "optimum_acc",
                   "feasible", "algo", "budget_flops", "budget_fraction", "flops", "params", "config", "seed",
                   "seconds"):
             result[k] = r[k]
+        name = f"evolution ({r['variant']})" if args.algo == "evolution" else args.algo
         text.append(
-            f"{args.algo} on {bench.name}, budget {r['budget_fraction']:.1%} of max = {r['budget_flops'] / 1e6:.2f} "
+            f"{name} on {bench.name}, budget {r['budget_fraction']:.1%} of max = {r['budget_flops'] / 1e6:.2f} "
             f"MFLOPs{'' if args.algo == 'greedy' else f', seed {args.seed}'}: {r['key']}  acc {r['mean_acc']:.3f}  "
             f"rank {r['rank_feasible']}/{r['feasible']} among feasible (global {r['rank_global']}/16384)  "
             f"{r['flops'] / 1e6:.2f} MFLOPs  {r['evaluations']} evaluations"
@@ -190,7 +201,7 @@ def run_cbm(args: argparse.Namespace) -> int:
         spaces = [args.space] if args.space else list(cbm.SPACES)
         seeds = list(range(args.seed, args.seed + args.seeds))
         rep = cbm.write_report(args.report, spaces, args.tables, seeds=seeds, max_evals=args.max_evals,
-                               command=_command(args), lower=args.lower)
+                               command=_command(args), lower=args.lower, variant=args.variant)
         result["report"] = rep["report"]
         result["images"] = rep["images"]
         result["rows"] = rep["rows"]
@@ -251,6 +262,7 @@ def _command(args: argparse.Namespace) -> str:
         ("--seed", args.seed, 0),
         ("--seeds", args.seeds, 5),
         ("--lower", args.lower, None),
+        ("--variant", args.variant, None),
         ("--report", args.report, None),
     ):
         if value is not None and value != default:

@@ -13,6 +13,7 @@ from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
 from widthsearch.methods.supernet_search import algorithm_options, effective_options, search_meta, search_supernet
 from widthsearch.search import SEARCH_ALGORITHMS, search_algorithm
+from widthsearch.search.evolution import VARIANTS
 from widthsearch.formatting import format_count
 from widthsearch.training.distributed import resolve_device
 from widthsearch.training.evaluate import supernet_evaluator
@@ -22,7 +23,7 @@ __all__ = ["register", "run", "search_meta"]  # search_meta: still importable fr
 
 #: option name of the search function -> the flag that sets it (for one-line errors)
 _FLAGS = {"population": "--population", "iterations": "--generations", "max_evals": "--max-evals",
-          "seed": "--seed", "lower": "--lower"}
+          "seed": "--seed", "lower": "--lower", "variant": "--variant"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,8 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where candidates are scored (default auto: CUDA when available)")
     g = parser.add_argument_group("evolution and random search")
+    g.add_argument("--variant", default=None, choices=VARIANTS,
+                   help="evolution: screened (default: mutations change at least one width, no random fill-up, "
+                   "children screened by an additive model of the scores) or bcnet (BCNetV2's loop as published)")
     g.add_argument("--population", type=int, default=None, metavar="N",
-                   help="evolution: configs per generation, later ones half mutated and half crossed over (default 50)")
+                   help="evolution: configs per generation, later ones half mutated and half crossed over "
+                   "(default: 50 first, then 25 + 25 for bcnet, 10 + 10 for screened)")
     g.add_argument("--generations", type=int, default=None, metavar="N", help="evolution: generations (default 20)")
     g.add_argument("--max-evals", type=int, default=None, metavar="N",
                    help="most configs scored (default: evolution no limit, random 100)")
@@ -64,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def search_options(args: argparse.Namespace) -> dict:
     """The options of ``--algo`` set on the command line; a flag the algorithm does not take is an error."""
-    given = {"iterations": args.generations, "max_evals": args.max_evals, "seed": args.seed, "lower": args.lower}
+    given = {"iterations": args.generations, "max_evals": args.max_evals, "seed": args.seed, "lower": args.lower,
+             "variant": args.variant}
     if args.population is not None:
         # BCNetV2's generation: as many children as the population, half mutated, half crossed over
         given.update(population=args.population, mutations=args.population // 2,

@@ -30,6 +30,7 @@ from widthsearch.errors import UserError
 from widthsearch.plots import plot_trajectory, plot_widths
 from widthsearch.search import search_algorithm
 from widthsearch.search.constraints import Constraint, CostFn, cost_fns, parse_budget
+from widthsearch.search.evolution import evolution_search, planned_evaluations
 from widthsearch.space import Supernet
 from widthsearch.space.config import save_config
 from widthsearch.formatting import format_count
@@ -327,8 +328,9 @@ def _constrained_search(fn, net, evaluator, costs, target, opts, algo_state, sav
     if progress:
         from widthsearch.progress import Progress
 
-        expected = options.get("max_evals") or options.get("population", 1) * (options.get("iterations") or 1)
-        bar = Progress(int(expected), f"{fn.__name__.replace('_', ' ')}", unit="evaluation")
+        # evolution's generation sizes depend on its variant: ask it; random search scores max_evals
+        expected = planned_evaluations(**options) if fn is evolution_search else options.get("max_evals")
+        bar = Progress(int(expected or 1), f"{fn.__name__.replace('_', ' ')}", unit="evaluation")
 
     def on_step(st: dict) -> None:
         save(st)

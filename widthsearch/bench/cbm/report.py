@@ -10,6 +10,7 @@ from widthsearch.bench.cbm.oracle import CBM_LOWER, CBMBench, run_benchmark
 from widthsearch.bench.cbm.plots import plot_space
 from widthsearch.bench.cbm.table import DEFAULT_BUDGETS, SPACES, space_name
 from widthsearch.errors import UserError
+from widthsearch.search.evolution import DEFAULT_VARIANT
 
 __all__ = ["write_report"]
 
@@ -23,8 +24,10 @@ def write_report(
     max_evals: int = 300,
     command: Optional[str] = None,
     lower: Optional[float] = None,
+    variant: Optional[str] = None,
 ) -> Dict[str, Any]:
-    """Run :func:`run_benchmark` and write ``report.md`` plus ``cbm_<space>.png`` to ``out_dir``."""
+    """Run :func:`run_benchmark` and write ``report.md`` plus ``cbm_<space>.png`` to ``out_dir``
+    (evolution: ``variant``, None = the library default)."""
     import datetime
 
     out = Path(out_dir)
@@ -34,7 +37,8 @@ def write_report(
         raise UserError(f"cannot create report directory {out}: {exc}") from None
     benches = {s: CBMBench(s, tables) for s in (space_name(x) for x in spaces)}
     t0 = time.perf_counter()
-    rows = run_benchmark(list(benches), tables, budgets, seeds, max_evals, benches=benches, lower=lower)
+    rows = run_benchmark(list(benches), tables, budgets, seeds, max_evals, benches=benches, lower=lower,
+                         variant=variant)
     seconds = time.perf_counter() - t0
     images = {}
     for name, bench in benches.items():
@@ -54,7 +58,8 @@ def write_report(
         "accuracy among *all* archs with FLOPs <= budget (1 = the feasible optimum). "
         f"Evolution and random search draw candidates with FLOPs in [{CBM_LOWER if lower is None else lower:g}*T, T] "
         "and at most "
-        f"{max_evals} distinct evaluations; greedy slimming is deterministic and is run once "
+        f"{max_evals} distinct evaluations (evolution: the {variant or DEFAULT_VARIANT} variant); "
+        "greedy slimming is deterministic and is run once "
         "(its evaluations are whatever its trajectory needs). "
         f"Seeds: {', '.join(map(str, seeds))}. The last column is the expected rank of the best of N "
         "distinct uniformly drawn feasible archs, N = that row's mean evaluations (exact, not sampled).",
