@@ -11,8 +11,9 @@ exactly what ``widthsearch bench cbm --algo evolution --variant v`` runs: FLOPs 
 [0.8 T, T], evaluations counted as distinct architectures scored by the oracle. The rank is
 the pick's rank by mean accuracy among all archs with FLOPs <= T (1 = the feasible optimum).
 Prints one table row per (space, budget, variant): mean / median / worst rank, runs above
-rank 5, mean evaluations, how many of them went to random samples (the first generation
-included) and mean seconds per run; then the totals per variant.  ``--landscape`` first
+rank 5 (and how many of those ended on a 1-gene local optimum of the window), mean
+evaluations, how many of them went to random samples (the first generation included) and
+mean seconds per run; then the totals per variant.  ``--landscape`` first
 prints, per cell, how rugged the table is inside the [0.8 T, T] window: how many archs have
 no better feasible arch one width choice away (1-gene local optima), and the ranks of the
 best of them.
@@ -38,7 +39,7 @@ import datetime  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Dict, List, Sequence  # noqa: E402
+from typing import Any, Dict, List, Sequence, Set  # noqa: E402
 
 from widthsearch.bench.cbm import CBM_LOWER, DEFAULT_BUDGETS, SPACES, CBMBench  # noqa: E402
 from widthsearch.search.evolution import VARIANTS  # noqa: E402
@@ -65,8 +66,9 @@ def parse_variant(spec: str) -> Dict[str, Any]:
     return out
 
 
-def run_cell(bench: CBMBench, budget: float, variant: Dict[str, Any], seeds: Sequence[int], max_evals: int) -> Dict:
-    ranks, evals, secs, randoms = [], [], [], []
+def run_cell(bench: CBMBench, budget: float, variant: Dict[str, Any], seeds: Sequence[int], max_evals: int,
+             optima: Set[str]) -> Dict:
+    ranks, evals, secs, randoms, stuck = [], [], [], [], 0
     for seed in seeds:
         t0 = time.perf_counter()
         r = bench.search("evolution", budget, max_evals=max_evals, seed=seed, **variant)
@@ -74,10 +76,11 @@ def run_cell(bench: CBMBench, budget: float, variant: Dict[str, Any], seeds: Seq
         ranks.append(r["rank_feasible"])
         evals.append(r["evaluations"])
         randoms.append(r["origins"]["random"])
+        stuck += r["rank_feasible"] > GOAL_RANK and r["key"] in optima
     return {
         "mean": statistics.mean(ranks), "median": statistics.median(ranks), "worst": max(ranks),
         "missed": sum(r > GOAL_RANK for r in ranks), "evals": statistics.mean(evals), "max_evals": max(evals),
-        "seconds": statistics.mean(secs), "ranks": ranks, "random": statistics.mean(randoms),
+        "seconds": statistics.mean(secs), "ranks": ranks, "random": statistics.mean(randoms), "stuck": stuck,
     }
 
 
@@ -86,11 +89,11 @@ def local_optima(bench: CBMBench, budget: float, lower: float = CBM_LOWER) -> Di
     t = bench.table
     b = bench.budget_flops(budget)
     acc = {k: float(t.mean[i]) for i, k in enumerate(t.keys) if lower * b <= t.flops[i] <= b}
-    optima = [k for k, a in acc.items()
-              if all(acc.get(k[:i] + d + k[i + 1:], -1.0) <= a for i in range(len(k)) for d in "1234" if d != k[i])]
+    optima = {k for k, a in acc.items()
+              if all(acc.get(k[:i] + d + k[i + 1:], -1.0) <= a for i in range(len(k)) for d in "1234" if d != k[i])}
     ranks = sorted(bench.rank_feasible(k, b) for k in optima)
     top = sorted(acc.values(), reverse=True)
-    return {"window": len(acc), "optima": len(optima), "best_ranks": ranks[:10], "top10_spread": top[0] - top[9]}
+    return {"window": len(acc), "optima": optima, "best_ranks": ranks[:10], "top10_spread": top[0] - top[9]}
 
 
 def print_landscape(tables: Any) -> None:
@@ -101,7 +104,7 @@ def print_landscape(tables: Any) -> None:
         bench = CBMBench(space, tables)
         for budget in DEFAULT_BUDGETS:
             lo = local_optima(bench, budget)
-            print(f"| {space} | {budget:.0%} | {lo['window']} | {lo['optima']} "
+            print(f"| {space} | {budget:.0%} | {lo['window']} | {len(lo['optima'])} "
                   f"| {', '.join(map(str, lo['best_ranks']))} | {lo['top10_spread']:.3f} |")
     print()
 
@@ -125,20 +128,22 @@ def main() -> None:
     if args.landscape:
         print_landscape(args.tables)
     print(f"| space | budget | variant | rank mean | median | worst | runs with rank > {GOAL_RANK} "
-          "| evals mean (max) | of which random | s per run |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"| of those, at a local optimum | evals mean (max) | of which random | s per run |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     totals: Dict[str, List[int]] = {v: [] for v in variants}
     evals: Dict[str, List[float]] = {v: [] for v in variants}
     t0 = time.perf_counter()
     for space in SPACES:
         bench = CBMBench(space, args.tables)
         for budget in DEFAULT_BUDGETS:
+            optima = local_optima(bench, budget)["optima"]
             for v in variants:
-                c = run_cell(bench, budget, options[v], seeds, args.max_evals)
+                c = run_cell(bench, budget, options[v], seeds, args.max_evals, optima)
                 totals[v] += c["ranks"]
                 evals[v].append(c["evals"])
                 print(f"| {space} | {budget:.0%} | {v} | {c['mean']:.2f} | {c['median']:g} | {c['worst']} "
-                      f"| {c['missed']}/{len(seeds)} | {c['evals']:.1f} ({c['max_evals']}) | {c['random']:.1f} "
+                      f"| {c['missed']}/{len(seeds)} | {c['stuck']} | {c['evals']:.1f} ({c['max_evals']}) "
+                      f"| {c['random']:.1f} "
                       f"| {c['seconds']:.3f} |",
                       flush=True)
     print()

@@ -44,7 +44,14 @@ from widthsearch.errors import UserError
 from widthsearch.search.constraints import Constraint, FeasibilityCache, empty_feasible_error
 from widthsearch.search.genome import Evaluator, Genome, genome, score_order
 from widthsearch.search.prior import draw_gene, draw_genome
-from widthsearch.search.state import SearchResult, new_state, restore_state, rng_state, search_runtime
+from widthsearch.search.state import (
+    SearchResult,
+    SearchRuntime,
+    new_state,
+    restore_state,
+    rng_state,
+    search_runtime,
+)
 from widthsearch.search.surrogate import best_predicted, fit_additive
 
 VARIANTS = ("screened", "bcnet")
@@ -137,7 +144,7 @@ _SHARED_DEFAULTS: Dict[str, Any] = {"population": 50, "mutation_prob": 0.1, "ite
                                     "seed": 0, "max_tries": 10000}
 
 
-def _start_generation(st: Dict[str, Any], g: Genome, params: Dict[str, Any], runtime: Any,
+def _start_generation(st: Dict[str, Any], g: Genome, params: Dict[str, Any], runtime: SearchRuntime,
                       constraint: Constraint) -> bool:
     """Queue the next generation's candidates in ``st["pending"]``; False (and the state marked
     done) when a stop condition holds or no new candidate can be found."""
@@ -249,7 +256,7 @@ def _next_generation(
     rng: random.Random,
     seen: Set[Tuple[int, ...]],
     constraint: Constraint,
-) -> List[Tuple[int, ...]]:
+) -> Tuple[List[Tuple[int, ...]], Dict[Tuple[int, ...], str]]:
     """Candidates of the next generation (all unique, unseen and feasible), added to ``seen``,
     and where each came from (config -> one of :data:`ORIGINS`)."""
     origin: Dict[Tuple[int, ...], str] = {}
