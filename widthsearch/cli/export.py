@@ -5,7 +5,6 @@ import argparse
 import contextlib
 from pathlib import Path
 
-import torch
 
 from widthsearch.cli.common import add_model_arguments, add_space_arguments, existing_file, model_spec, refuse_overwrite
 from widthsearch.cli.main import print_json
@@ -15,7 +14,7 @@ from widthsearch.formatting import format_count
 from widthsearch.models import model_info
 from widthsearch.space.config import load_config
 from widthsearch.space.spec import build_supernet
-from widthsearch.training.checkpoint import JOINT_FORMAT, SUPERNET_FORMAT
+from widthsearch.training.checkpoint import JOINT_FORMAT, SUPERNET_FORMAT, read_torch_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,16 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(parser, required=False)
     add_space_arguments(parser, default_residual=None)
     parser.set_defaults(func=run)
-
-
-def _read(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"cannot read checkpoint {path} ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict):
-        raise UserError(f"{path} holds no state_dict")
-    return ckpt
 
 
 def _check_residual(args: argparse.Namespace, meta: dict) -> None:
@@ -122,7 +111,7 @@ def _calibrated(net, calib, config):
 
 def run(args: argparse.Namespace) -> int:
     path = existing_file(args.checkpoint, "checkpoint")
-    ckpt = _read(path)
+    ckpt = read_torch_file(path)
     joint = ckpt.get("format") == JOINT_FORMAT
     if not joint and args.channels:
         for target in _targets([Path(c) for c in args.channels], Path(args.out)):

@@ -41,16 +41,27 @@ MODEL_FORMAT = "widthsearch.model/1"
 JOINT_FORMAT = "widthsearch.joint/1"
 
 
-def load_checkpoint(path: str | Path, expect: str | None = None) -> dict:
-    """Load a checkpoint with ``weights_only=True``; ``UserError`` if missing or of another kind."""
+def read_torch_file(path: str | Path, what: str = "checkpoint") -> dict:
+    """A ``torch.save``d mapping read with ``weights_only=True``; one-line ``UserError`` when the
+    file is missing, unreadable or not a mapping (``what`` names it in the message)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
+        raise UserError(f"{what} {path} does not exist")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"cannot read checkpoint {path} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        first = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+        raise UserError(f"cannot read {what} {path} ({type(exc).__name__}{': ' + first if first else ''})") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{what} {path} holds no state_dict")
+    return ckpt
+
+
+def load_checkpoint(path: str | Path, expect: str | None = None) -> dict:
+    """Load a checkpoint with ``weights_only=True``; ``UserError`` if missing or of another kind."""
+    path = Path(path)
+    ckpt = read_torch_file(path)
+    if "format" not in ckpt:
         raise UserError(f"{path} is not a widthsearch checkpoint")
     if expect is not None and ckpt["format"] != expect:
         raise UserError(f"{path} is a {ckpt['format']!r} checkpoint, expected {expect!r}")

@@ -28,7 +28,7 @@ from widthsearch.errors import UserError
 from widthsearch.space.spec import SpaceSpec, build_supernet
 from widthsearch.space.subnet import Subnet, as_subnet
 from widthsearch.training.bn_sparsity import init_bn_weights
-from widthsearch.training.checkpoint import JOINT_FORMAT, load_checkpoint
+from widthsearch.training.checkpoint import JOINT_FORMAT, load_checkpoint, read_torch_file
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, evaluate, preserve_bn_state
 from widthsearch.training.loop import EpochLoop
@@ -111,14 +111,7 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
     """Start from trained weights at full width of the same space: a trained-model checkpoint
     (``model.pt``), a static export of the full config, or a plain state_dict."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--init-from {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"cannot read --init-from {path} ({type(exc).__name__})") from None
-    if not isinstance(ckpt, Mapping):
-        raise UserError(f"--init-from {path} holds no state_dict")
+    ckpt = read_torch_file(path, "--init-from")
     if isinstance(ckpt.get("state_dict"), Mapping):  # a static export
         state = ckpt["state_dict"]
     elif isinstance(ckpt.get("model"), Mapping):  # a training checkpoint
