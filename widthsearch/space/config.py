@@ -19,9 +19,14 @@ select:                 # only when some unit does not keep its first channels
 ``space`` is the :class:`~widthsearch.space.spec.SpaceSpec` the widths refer to; files written
 before it existed (model/width_mult/groups at the top level only) still load, and so do files
 without ``select`` (every unit keeps its first channels).
+
+Wherever a config file is read, ``preset:NAME`` names a published network instead
+(:mod:`widthsearch.space.presets`): its document is built in memory, in the same format.
 """
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,6 +35,8 @@ import yaml
 from widthsearch.errors import ConfigError, UserError
 from widthsearch.io import write_text_atomic
 from widthsearch.space.channel_space import ChannelSpace, Config
+from widthsearch.space.presets import PRESETS, SOURCE_COMMIT, SOURCE_REPO, get_preset, preset_name
+from widthsearch.space.spec import build_supernet
 from widthsearch.space.subnet import Subnet
 
 
@@ -54,8 +61,35 @@ def save_config(path: str | Path, space: ChannelSpace, config: Mapping[str, int]
     return write_text_atomic(path, text)
 
 
+@functools.lru_cache(maxsize=None)
+def _preset_documents(model: str, width_mult: float) -> dict[str, dict[str, Any]]:
+    """The documents of every preset of ``model`` at ``width_mult``: one trace of the model serves
+    them all (ResNet-50 takes seconds), and a command that reads a preset several times traces once."""
+    presets = [p for p in PRESETS.values() if (p.model, p.width_mult) == (model, width_mult)]
+    net, spec = build_supernet(presets[0].spec())  # the presets of one model and width share their space
+    docs = {}
+    for preset in presets:
+        docs[preset.name] = config_document(
+            net.space, preset.config(net.space), model=model, width_mult=width_mult,
+            input_shape=spec.example_input(1).shape[1:], space=spec.to_dict(), preset=preset.name,
+            source=f"{SOURCE_REPO}@{SOURCE_COMMIT[:7]}:{preset.source}",
+            published_flops=preset.published_flops, published_top1=preset.top1,
+        )
+    return docs
+
+
+def preset_document(name: str) -> dict[str, Any]:
+    """The config document of the preset ``name`` (``preset:`` prefix optional), as a file would hold it."""
+    preset = get_preset(name)
+    return copy.deepcopy(_preset_documents(preset.model, preset.width_mult)[preset.name])
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Parse a config YAML file into its document; one-line errors for missing or broken files."""
+    """Parse a config YAML file (or a ``preset:NAME``) into its document; one-line errors for
+    missing or broken files and unknown presets."""
+    name = preset_name(path)
+    if name is not None:
+        return preset_document(name)
     path = Path(path)
     if not path.is_file():
         raise UserError(f"channel config {path} does not exist")
