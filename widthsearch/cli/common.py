@@ -69,3 +69,17 @@ def refuse_overwrite(path: str | Path, force: bool = False) -> Path:
     if path.exists() and not force:
         raise UserError(f"{path} already exists (use --force to overwrite)")
     return path
+
+
+def preset_model_spec(args: argparse.Namespace, channels: str) -> SpaceSpec:
+    """The space of the preset ``channels`` (``preset:NAME``): the preset fixes model and width;
+    ``--input`` and ``--num-classes`` still apply, and a ``--model`` given must be the preset's."""
+    import dataclasses
+
+    from widthsearch.space.presets import get_preset
+
+    preset = get_preset(channels)
+    if args.model not in (None, preset.model):
+        raise UserError(f"{channels} is a network of {preset.model}, not {args.model}")
+    args.model = preset.model  # input_shape() checks --input against the model's
+    return dataclasses.replace(preset.spec(), num_classes=args.num_classes, input_shape=input_shape(args))

@@ -6,13 +6,16 @@ import contextlib
 from pathlib import Path
 
 
-from widthsearch.cli.common import add_model_arguments, add_space_arguments, existing_file, model_spec, refuse_overwrite
+from widthsearch.cli.common import (
+    add_model_arguments, add_space_arguments, existing_file, model_spec, preset_model_spec, refuse_overwrite,
+)
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
 from widthsearch.export import save_static
 from widthsearch.formatting import format_count
 from widthsearch.models import model_info
 from widthsearch.space.config import load_config
+from widthsearch.space.presets import get_preset, preset_name
 from widthsearch.space.spec import build_supernet
 from widthsearch.training.checkpoint import JOINT_FORMAT, SUPERNET_FORMAT, read_torch_file
 
@@ -23,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="supernet.pt from `widthsearch supernet`, joint.pt from `widthsearch train --channels A B ...` "
                         "(exports each of its configs), or a state_dict of --model at full width")
     parser.add_argument("--channels", nargs="+", default=None, metavar="CFG.yaml",
-                        help="channel config(s) to export (then --out is a folder when several; not for joint.pt)")
+                        help="channel config(s) or preset:NAME to export (then --out is a folder when several; "
+                        "not for joint.pt)")
     parser.add_argument("--out", required=True, metavar="FILE|DIR", help="output .pt file (a folder for several)")
     parser.add_argument("--no-recalibrate", action="store_true",
                         help="keep the supernet's shared BN statistics instead of recalibrating per config")
@@ -54,25 +58,30 @@ def _supernet_and_meta(args: argparse.Namespace, ckpt: dict, path: Path):
             data = load_data(meta["data"], meta["heldout_fraction"], meta["seed"], augment="none")
             calib = calibration_batches(data.train.x, seed=data.seed)
         return net, meta, calib
-    if not args.model:
+    names = [preset_name(c) for c in args.channels]
+    if None not in names and len({(get_preset(n).model, get_preset(n).width_mult) for n in names}) == 1:
+        spec = preset_model_spec(args, args.channels[0])  # presets name the model and width of their weights
+    elif not args.model:
         raise UserError(f"{path} is a plain state_dict: say which zoo model it belongs to with --model")
+    else:
+        spec = model_spec(args)
     state = ckpt.get("state_dict", ckpt.get("model", ckpt))
-    net, spec = build_supernet(model_spec(args))
+    net, spec = build_supernet(spec)
     try:
         net.model.load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"{path} does not fit {args.model}: {str(exc).splitlines()[0]}") from None
-    meta = {"model": args.model, "width_mult": args.width_mult, "input_shape": list(spec.input_shape),
-            "num_classes": args.num_classes or model_info(args.model)["num_classes"], "groups": args.groups,
+    meta = {"model": spec.model, "width_mult": spec.width_mult, "input_shape": list(spec.input_shape),
+            "num_classes": args.num_classes or model_info(spec.model)["num_classes"], "groups": spec.groups,
             "space": spec.to_dict()}
     return net, meta, None
 
 
 def _targets(sources: list[Path], out: Path) -> list[Path]:
     """Where each export goes: ``--out`` itself for one config (unless a folder), else ``out/<stem>.pt``."""
+    stems = [preset_name(s) or s.stem for s in sources]  # preset:NAME -> NAME.pt
     if len(sources) == 1:
-        return [out / f"{sources[0].stem}.pt" if out.is_dir() else out]
-    stems = [s.stem for s in sources]
+        return [out / f"{stems[0]}.pt" if out.is_dir() else out]
     if len(set(stems)) < len(stems):  # same file names from different folders: number them
         stems = [f"{i}-{stem}" for i, stem in enumerate(stems)]
     return [out / f"{stem}.pt" for stem in stems]
@@ -92,7 +101,7 @@ def _joint_exports(args: argparse.Namespace, path: Path):
 def _config_exports(args: argparse.Namespace, ckpt: dict, path: Path):
     if not args.channels:
         raise UserError("give the --channels config(s) to export")
-    sources = [existing_file(c, "channel config") for c in args.channels]
+    sources = [Path(c) if preset_name(c) else existing_file(c, "channel config") for c in args.channels]
     net, meta, calib = _supernet_and_meta(args, ckpt, path)
     exports = []
     for source in sources:
