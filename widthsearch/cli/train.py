@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None, metavar="M", help="zoo model (required unless --resume or --channels)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--channels", nargs="+", default=None, metavar="CFG.yaml",
-                       help="channel config(s) written by search; two or more are trained jointly")
+                       help="channel config(s) written by search, or preset:NAME (`widthsearch space --presets`); "
+                       "two or more are trained jointly")
     which.add_argument("--uniform-flops", default=None, metavar="F",
                        help="uniform width multiplier whose FLOPs are closest to F (e.g. 40M, 1.2G)")
     parser.add_argument("--width-mult", type=float, default=None, metavar="X",
