@@ -41,12 +41,12 @@ def accuracy_summary(values: Sequence[float]) -> dict[str, Any]:
 
 def t_interval(deltas: Sequence[float], level: float = LEVEL) -> list[float] | None:
     """Student-t interval of the mean of paired ``deltas`` (None for fewer than two)."""
-    from scipy import stats
+    from scipy.special import stdtrit  # the t quantile, without importing all of scipy.stats
 
     d = np.asarray(deltas, dtype=float)
     if d.size < 2:
         return None
-    half = float(stats.t.ppf((1 + level) / 2, d.size - 1)) * float(d.std(ddof=1)) / math.sqrt(d.size)
+    half = float(stdtrit(d.size - 1, (1 + level) / 2)) * float(d.std(ddof=1)) / math.sqrt(d.size)
     return [float(d.mean()) - half, float(d.mean()) + half]
 
 
