@@ -70,15 +70,29 @@ def test_search_resumed_after_a_kill_equals_an_uninterrupted_search(supernet_dir
 def test_run_command_end_to_end_on_a_reduced_setting(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--epochs", "1", "--retrain-epochs", "1", "--targets", "0.5", "--groups", "4",
-                 "--threads", "1", "--out", str(out), "--json"])
+                 "--threads", "1", "--seeds", "3,4", "--out", str(out), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     (row,) = result["targets"]
     assert row["flops"] <= row["target_flops"]
     assert 0 <= row["accuracy"] <= 1 and 0 <= row["uniform_accuracy"] <= 1
+    c = row["comparison"]
+    for seed, acc in zip((3, 4), c["found"]["values"]):  # every seed's net, scored as its own training scored it
+        trained = json.loads((out / "retrain" / row["target"] / f"seed-{seed}" / "result.json").read_text())
+        assert trained["accuracy"] == pytest.approx(acc)
+    assert row["accuracy"] == pytest.approx(sum(c["found"]["values"]) / 2)
+    assert c["delta"] == pytest.approx(row["accuracy"] - row["uniform_accuracy"])
+    assert c["t_interval"][0] <= c["delta"] <= c["t_interval"][1] and c["verdict"] in report_verdicts()
     report = (out / "report.md").read_text()
-    assert "| target | FLOPs |" in report and row["target"] in report
+    assert "| target | FLOPs |" in report and row["target"] in report and c["verdict"] in report
+    assert "seeds 3, 4" in report and f"{c['test_images']} test images" in report
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["targets"][0]["comparison"] == c and result["report_json"] == str(out / "report.json")
     assert main(["run", "--out", str(out)]) == 2  # a finished run is never overwritten
+
+
+def report_verdicts():
+    return {"no significant difference", "searched better", "baseline better"}
 
 
 def test_methods_are_registered_by_name():

@@ -133,10 +133,11 @@ def test_run_method_bcnet_end_to_end(tmp_path, capsys):
 
     out = tmp_path / "run"
     code = main(["run", "--method", "bcnet", "--epochs", "2", "--retrain-epochs", "1", "--targets", "0.5",
-                 "--threads", "1", "--out", str(out), "--json"])
+                 "--threads", "1", "--seeds", "0,1", "--out", str(out), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["targets"]) == 1 and result["targets"][0]["accuracy"] > 0
+    assert result["targets"][0]["comparison"]["seeds"] == [0, 1]  # the shared retraining: seeds and intervals
     report = (out / "report.md").read_text()
     assert "BCNet run" in report and "143 held-out training images" in report and "left- and right-aligned" in report
     state = json.loads((out / "search" / "flops-0.5" / "search_state.json").read_text())

@@ -73,6 +73,8 @@ def test_profile_of_a_config_equals_its_cost(tmp_path, capsys):
         (["export", "--checkpoint", "/no/such.pt", "--channels", "/no/c.yaml", "--out", "x.pt"], "does not exist"),
         (["search", "--checkpoint", "/no/such.pt", "--target", "flops=0.5", "--out", "x"], "does not exist"),
         (["run", "--targets", "2", "--out", "x"], "fraction"),
+        (["run", "--seeds", "0,x", "--out", "x"], "expected integers"),
+        (["run", "--seeds", "1,1", "--out", "x"], "distinct non-negative seeds"),
         (["run", "--method", "annealing", "--out", "x"], "unknown method 'annealing'; choose one of: autoslim, bcnet, netadjust, spnet"),
     ],
 )

@@ -29,7 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help=f"epochs for each retrained net (default {d['retrain_epochs']}; spnet: the joint fine-tune)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B", help=f"default {d['batch_size']}")
     parser.add_argument("--lr", type=float, default=None, help=f"default {d['lr']}")
-    parser.add_argument("--seed", type=int, default=None, help="default 0")
+    parser.add_argument("--seed", type=int, default=None, help="supernet and search seed (default 0)")
+    parser.add_argument("--seeds", default=None, metavar="S,S,S",
+                        help="autoslim, bcnet: retrain every net under each seed and compare with intervals "
+                        "(default 0,1,2)")
     parser.add_argument("--rounds", type=int, default=None, metavar="N", help="netadjust: adjustment rounds (default 3)")
     parser.add_argument("--targets", default=None, metavar="F,F,F",
                         help="FLOPs targets as fractions of the max config (default 0.75,0.5,0.25; spnet: of the "
@@ -59,12 +62,32 @@ def _targets(text: str | None) -> tuple[float, ...] | None:
     return values
 
 
+def _seeds(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected integers like 0,1,2") from None
+
+
+def _comparison_text(r: dict) -> str:
+    """The delta of one report row, with its intervals and verdict when the method measured them."""
+    delta = f"delta {100 * (r['accuracy'] - r['uniform_accuracy']):+.2f}"
+    c = r.get("comparison")
+    if not c:
+        return delta
+    intervals = [f"{name} [{100 * i[0]:+.2f}, {100 * i[1]:+.2f}]"
+                 for name, i in (("seeds", c["t_interval"]), ("images", c["bootstrap_interval"])) if i]
+    return f"{delta} ({len(c['seeds'])} seeds; 95% {', '.join(intervals)}): {c['verdict']}"
+
+
 def run(args: argparse.Namespace) -> int:
     run_method = method(args.method)  # an unknown name fails before anything is read or written
     settings = {
         "model": args.model, "data": args.data, "width_mult": args.width_mult, "groups": args.groups,
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "seed": args.seed, "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
+        "seed": args.seed, "seeds": _seeds(args.seeds), "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
         "threads": args.threads, "device": args.device, "rounds": args.rounds, "align": args.align,
     }
     start = time.time()
@@ -78,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
         line = f"{r['target']}: FLOPs {format_count(r['flops'])}  acc {100 * r['accuracy']:.2f}%"
         if "uniform_accuracy" in r:  # spnet has no retrained baseline per target
             baseline = r.get("baseline", "uniform")
-            line += (f"  {baseline} {100 * r['uniform_accuracy']:.2f}%  "
-                     f"delta {100 * (r['accuracy'] - r['uniform_accuracy']):+.2f}")
+            line += f"  {baseline} {100 * r['uniform_accuracy']:.2f}%  {_comparison_text(r)}"
         print(line)
     print(f"report: {result['report']} ({result['seconds']:.0f} s)")
     return 0

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from widthsearch.errors import UserError
+from widthsearch.io import write_json_atomic, write_text_atomic
+from widthsearch.methods.comparison import compare_networks
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
 from widthsearch.space import Supernet
 from widthsearch.formatting import format_count
@@ -53,6 +55,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "batch_size": 128,
     "lr": 0.1,
     "seed": 0,
+    "seeds": (0, 1, 2),
     "targets": (0.75, 0.5, 0.25),
     "bn": "batch",
     "search_images": 2000,
@@ -71,13 +74,15 @@ def run_autoslim(
 ) -> dict[str, Any]:
     """AutoSlim end to end in ``out_dir``: ``supernet/``, ``search/``, ``retrain/<name>/``, ``report.md``.
 
-    Each stage keeps its own checkpoint, so ``resume=True`` continues wherever a killed run stopped.
-    Found configs and the uniform-width baselines of the same FLOPs are retrained with the same
-    recipe and seed; accuracy is on the test split.
+    Each stage keeps its own checkpoint, so ``resume=True`` continues wherever a killed run stopped
+    and ends with the same report. Found configs and the uniform-width baselines of the same FLOPs
+    are retrained with the same recipe under each of ``settings["seeds"]`` (default 0, 1, 2) and
+    compared on the test split with intervals (:mod:`widthsearch.methods.comparison`).
     """
     from widthsearch.training.evaluate import supernet_evaluator
 
     s = {**RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    s["seeds"] = check_seeds(s["seeds"])  # a bad list fails before any training
     out = prepare_run_folder(out_dir, resume)
     net, meta = supernet_stage(s, out, {"strategy": "autoslim"}, resume=resume, progress=progress, echo=echo)
     targets = [f"flops={float(t):g}" for t in s["targets"]]
@@ -93,7 +98,8 @@ def run_autoslim(
                    "![accuracy along the greedy path](search/trajectory.png)\n\n![channels per unit](search/widths.png)")
     report = write_report(out, s, meta, rows, title="AutoSlim run", how="Greedy search", search_text=search_text,
                           scored_images=min(int(s["search_images"]), len(data.heldout)))
-    return {"targets": rows, "report": str(report), "search": str(out / "search")}
+    return {"targets": rows, "report": str(report), "report_json": str(out / "report.json"),
+            "search": str(out / "search")}
 
 
 def prepare_run_folder(out_dir: str | Path, resume: bool) -> Path:
@@ -127,54 +133,118 @@ def supernet_stage(s: Mapping[str, Any], out: Path, extra: Mapping[str, Any], *,
 
 def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, Any]], *, resume: bool,
                   progress: bool, echo: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Retrain every found config and the uniform-width net of its FLOPs with one recipe and seed."""
-    from widthsearch.training.retrain import train_network
+    """Retrain every found config and the uniform-width net of its FLOPs under every seed of ``s["seeds"]``.
 
-    recipe = {"model": s["model"], "data": s["data"], "epochs": s["retrain_epochs"], "batch_size": s["batch_size"],
-              "lr": s["lr"], "seed": s["seed"], "threads": s["threads"], "device": s["device"]}
+    Each network and seed trains in ``retrain/<name>/seed-<k>/`` with one recipe; the row of a
+    target compares the two over the seeds on the test images (:func:`compare_networks`).
+    """
+    from widthsearch.data import load_data
+    from widthsearch.training.distributed import resolve_device
+
+    seeds = check_seeds(s["seeds"])
+    # the test split is fixed (independent of the seed and the held-out draw)
+    test = load_data(s["data"], 0.0, 0, augment="none").test
+    device = resolve_device(s["device"])
     rows = []
     for i, entry in enumerate(found):
-        echo(f"[3/3] retrain {entry['target']} ({i + 1}/{len(found)}) and its uniform baseline")
-        searched_dir = out / "retrain" / entry["target"]
-        uniform_dir = out / "retrain" / f"uniform-{entry['target']}"
-        # a resumed training takes its network from its checkpoint: name it only for a new one
-        again = resume and (searched_dir / "model.pt").exists()
-        searched = train_network(recipe, searched_dir, channels=None if again else entry["config"], resume=again,
-                                 progress=progress)
-        again = resume and (uniform_dir / "model.pt").exists()
-        uniform = train_network(recipe, uniform_dir, uniform_flops=None if again else float(entry["flops"]),
-                                resume=again, progress=progress)
+        echo(f"[3/3] retrain {entry['target']} ({i + 1}/{len(found)}) and its uniform baseline, seeds "
+             f"{','.join(map(str, seeds))}")
+        searched, uniform = [], []
+        for seed in seeds:
+            recipe = {"model": s["model"], "data": s["data"], "epochs": s["retrain_epochs"],
+                      "batch_size": s["batch_size"], "lr": s["lr"], "seed": seed, "threads": s["threads"],
+                      "device": s["device"]}
+            searched.append(_retrain(recipe, out / "retrain" / entry["target"] / f"seed-{seed}", resume, progress,
+                                     channels=entry["config"]))
+            uniform.append(_retrain(recipe, out / "retrain" / f"uniform-{entry['target']}" / f"seed-{seed}", resume,
+                                    progress, uniform_flops=float(entry["flops"])))
+        comparison = compare_networks([_correct(r, test, device) for r in searched],
+                                      [_correct(r, test, device) for r in uniform], seeds)
         rows.append({
             "target": entry["target"], "target_flops": int(entry["value"]), "flops": entry["flops"],
             "params": entry["params"], "config": entry["config"], "heldout_accuracy": entry["heldout_accuracy"],
-            "accuracy": searched["accuracy"], "uniform_flops": uniform["flops"], "uniform_params": uniform["params"],
-            "uniform_accuracy": uniform["accuracy"],
+            "accuracy": comparison["found"]["mean"], "uniform_flops": uniform[0]["flops"],
+            "uniform_params": uniform[0]["params"], "uniform_accuracy": comparison["base"]["mean"],
+            "comparison": comparison,
         })
     return rows
 
 
+def check_seeds(seeds: Any) -> tuple[int, ...]:
+    """The retraining seeds as a tuple of distinct integers (one-line error otherwise)."""
+    try:
+        values = tuple(int(v) for v in ([seeds] if isinstance(seeds, int) else seeds))
+    except (TypeError, ValueError):
+        raise UserError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
+    if not values or len(set(values)) != len(values) or any(v < 0 for v in values):
+        raise UserError(f"--seeds {','.join(map(str, values)) or '(none)'}: give distinct non-negative seeds")
+    return values
+
+
+def _retrain(recipe: Mapping[str, Any], folder: Path, resume: bool, progress: bool, **network: Any) -> dict[str, Any]:
+    """One retraining; a resumed one takes its network from its checkpoint, so it is named only for a new one."""
+    from widthsearch.training.retrain import train_network
+
+    again = resume and (folder / "model.pt").exists()
+    return train_network(dict(recipe), folder, resume=again, progress=progress, **({} if again else network))
+
+
+def _correct(result: Mapping[str, Any], test, device) -> list[bool]:
+    """Per test image, whether the network trained into ``result["checkpoint"]`` gets it right."""
+    from widthsearch.training.evaluate import correct_predictions
+    from widthsearch.training.retrain import load_trained
+
+    model, _meta = load_trained(result["checkpoint"], device)
+    return correct_predictions(model, test.x, test.y).tolist()
+
+
+def _interval(interval: Sequence[float] | None) -> str:
+    return "-" if interval is None else f"[{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]"
+
+
 def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                  *, title: str, how: str, search_text: str, scored_images: int) -> Path:
-    """``report.md``: the retrained configs against their uniform baselines, then the search."""
+    """``report.md`` (and the same numbers in ``report.json``): the retrained configs against their
+    uniform baselines over the seeds, then the search."""
+    seeds = rows[0]["comparison"]["seeds"] if rows else list(settings["seeds"])
+    images = rows[0]["comparison"]["test_images"] if rows else 0
     lines = [
         f"# {title}",
         "",
         f"Model `{settings['model']}` (supernet width x{settings['width_mult']}, {settings['groups']} groups per unit) "
-        f"on `{settings['data']}`; supernet {settings['epochs']} epochs, retraining {settings['retrain_epochs']} epochs, "
-        f"seed {settings['seed']}. {how} scored candidates on {scored_images} held-out training "
-        f"images (BN: {settings['bn']}); accuracies below are on the test split.",
+        f"on `{settings['data']}`; supernet {settings['epochs']} epochs (seed {settings['seed']}), retraining "
+        f"{settings['retrain_epochs']} epochs under seeds {', '.join(map(str, seeds))}. {how} scored candidates on "
+        f"{scored_images} held-out training images (BN: {settings['bn']}); accuracies below are on the {images} "
+        f"test images (one image is {100 / max(1, images):.2f} points), mean ± standard deviation over the seeds.",
         "",
-        "| target | FLOPs | params | accuracy | uniform FLOPs | uniform accuracy | delta |",
-        "|---|---|---|---|---|---|---|",
+        "| target | FLOPs | params | accuracy | uniform FLOPs | uniform accuracy | delta | 95 % interval, seeds "
+        "| 95 % interval, test images | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        delta = 100 * (r["accuracy"] - r["uniform_accuracy"])
+        c = r["comparison"]
         lines.append(
-            f"| {r['target']} | {format_count(r['flops'])} | {format_count(r['params'])} | {100 * r['accuracy']:.2f}% | "
-            f"{format_count(r['uniform_flops'])} | {100 * r['uniform_accuracy']:.2f}% | {delta:+.2f} |"
+            f"| {r['target']} | {format_count(r['flops'])} | {format_count(r['params'])} | {_mean_std(c['found'])} | "
+            f"{format_count(r['uniform_flops'])} | {_mean_std(c['base'])} | {100 * c['delta']:+.2f} | "
+            f"{_interval(c['t_interval'])} | {_interval(c['bootstrap_interval'])} | {c['verdict']} |"
         )
+    lines += [
+        "",
+        "Delta: searched minus uniform accuracy in points, averaged over the seeds; per seed: "
+        + "; ".join(f"{r['target']} " + ", ".join(f"{100 * d:+.2f}" for d in r["comparison"]["deltas"]) for r in rows)
+        + ". The first interval is a paired t-interval over the per-seed deltas (training noise), the second a "
+        "paired bootstrap over the test images pooled across the seeds (test-set noise); a difference is called "
+        "significant only when neither contains 0.",
+    ]
     links = ", ".join(f"[{r['target']}]({os.path.relpath(r['config'], out)})" for r in rows)
     lines += ["", search_text, "", f"Configs: {links}", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
+    write_json_atomic(out / "report.json", {"title": title, "settings": dict(settings), "scored_images": scored_images,
+                                            "test_images": images, "seeds": seeds, "targets": list(rows)})
     return path
+
+
+def _mean_std(summary: Mapping[str, Any]) -> str:
+    std = "" if summary["std"] is None else f" ± {100 * summary['std']:.2f}"
+    return f"{100 * summary['mean']:.2f}%{std}"

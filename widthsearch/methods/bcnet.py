@@ -163,13 +163,15 @@ def run_bcnet(
 ) -> dict:
     """BCNet end to end in ``out_dir``: a ``--strategy bcnet`` supernet, one prior-seeded evolution
     per FLOPs target scored bilaterally (``search/<target>/``), retraining of every found config
-    and of the uniform net of its FLOPs, ``report.md``. Every stage resumes after a kill."""
-    from widthsearch.methods.autoslim import RUN_DEFAULTS as COMMON, prepare_run_folder, retrain_stage, \
-        supernet_stage, write_report
+    and of the uniform net of its FLOPs under every seed, ``report.md`` and ``report.json``. Every
+    stage resumes after a kill."""
+    from widthsearch.methods.autoslim import RUN_DEFAULTS as COMMON, check_seeds, prepare_run_folder, \
+        retrain_stage, supernet_stage, write_report
     from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
     from widthsearch.training.evaluate import supernet_evaluator
 
     s = {**COMMON, **RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    s["seeds"] = check_seeds(s["seeds"])  # a bad list fails before any training
     out = prepare_run_folder(out_dir, resume)
     net, meta = supernet_stage(s, out, {"strategy": "bcnet"}, resume=resume, progress=progress, echo=echo)
     align = s.get("align") or "both"
@@ -200,4 +202,5 @@ def run_bcnet(
                    f"\n\n{plots}")
     report = write_report(out, s, meta, rows, title="BCNet run", how="Bilateral evolution", search_text=search_text,
                           scored_images=min(int(s["search_images"]), len(data.heldout)))
-    return {"targets": rows, "report": str(report), "search": str(out / "search")}
+    return {"targets": rows, "report": str(report), "report_json": str(out / "report.json"),
+            "search": str(out / "search")}

@@ -33,6 +33,7 @@ from widthsearch.errors import UserError
 
 __all__ = [
     "evaluate",
+    "correct_predictions",
     "make_supernet_evaluator",
     "evaluator_for_data",
     "heldout_eval_set",
@@ -115,6 +116,31 @@ def evaluate(model_or_net, x: Tensor, y: Tensor, batch_size: int | None = 1000) 
     model.eval()
     try:
         return _tally(model, x, y, batch_size)[0] / len(y)
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def correct_predictions(model_or_net, x: Tensor, y: Tensor, batch_size: int | None = 1000) -> Tensor:
+    """Per image, whether the top-1 prediction is right (a bool tensor on the CPU), in eval mode.
+
+    Its mean is :func:`evaluate`'s accuracy; paired comparisons of two networks (a bootstrap over
+    the images) need the images themselves, not only the count.
+    """
+    model = _module(model_or_net)
+    if len(y) == 0:
+        raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
+    device, fmt = _device(model), _memory_format(model)
+    was_training = model.training
+    model.eval()
+    try:
+        parts = []
+        for a, b in _chunks(len(y), batch_size):
+            xb = x[a:b].to(device, non_blocking=True)
+            if xb.dim() == 4:
+                xb = xb.contiguous(memory_format=fmt)
+            parts.append((model(xb).float().argmax(dim=1).cpu() == y[a:b].cpu()))
+        return torch.cat(parts)
     finally:
         model.train(was_training)
 

@@ -1,0 +1,153 @@
+"""`run --resume` after a kill at every stage of the AutoSlim pipeline ends with the uninterrupted report.
+
+Kills inside a stage are simulated in-process (the stage's own function is wrapped so that it stops
+after writing a checkpoint and raises), and one case is a real ``kill -9`` of a ``widthsearch run``
+subprocess. Each resumed run must write the same ``report.md`` and ``report.json`` (accuracies of
+every seed, intervals, configs) as a run that was never interrupted.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import widthsearch.methods.autoslim as autoslim
+evaluate_module = importlib.import_module("widthsearch.training.evaluate")
+import widthsearch.training.retrain as retrain_module
+import widthsearch.training.slimmable as slimmable_module
+from widthsearch.cli.main import main
+from widthsearch.methods.autoslim import run_autoslim
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = {"epochs": 2, "retrain_epochs": 2, "targets": (0.5,), "groups": 4, "threads": 1, "seeds": (0, 1),
+            "search_images": 300}
+CLI_ARGS = ["run", "--epochs", "2", "--retrain-epochs", "2", "--targets", "0.5", "--groups", "4", "--threads", "1",
+            "--seeds", "0,1", "--search-images", "300"]
+
+
+class Killed(Exception):
+    pass
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    run_autoslim(SETTINGS, out, progress=False, echo=_quiet)
+    return _outcome(out)
+
+
+def _outcome(out: Path) -> tuple[str, dict]:
+    """The run's report.md and report.json, with the run folder's own path taken out, and its configs' widths."""
+    doc = json.loads((out / "report.json").read_text().replace(str(out), "OUT"))
+    for row in doc["targets"]:
+        row["channels"] = yaml.safe_load((out / row["config"].replace("OUT/", "")).read_text())["channels"]
+    return (out / "report.md").read_text(), doc
+
+
+def _kill_supernet(monkeypatch):
+    real = slimmable_module.train_supernet
+
+    def stopped(args, out_dir, **options):
+        real(args, out_dir, **{**options, "stop_after": 1})  # epoch 1's checkpoint is written, then the kill
+        raise Killed
+
+    monkeypatch.setattr(slimmable_module, "train_supernet", stopped)
+
+
+def _kill_search(monkeypatch):
+    real = evaluate_module.supernet_evaluator
+
+    def dying_evaluator(*args, **kwargs):
+        evaluator, data = real(*args, **kwargs)
+        calls = {"n": 0}
+
+        def dying(config):
+            calls["n"] += 1
+            if calls["n"] > 7:  # a few greedy steps are saved, the rest of the search is not
+                raise Killed
+            return evaluator(config)
+
+        return dying, data
+
+    monkeypatch.setattr(evaluate_module, "supernet_evaluator", dying_evaluator)
+
+
+def _kill_retrain(at: int):
+    """Kill inside the ``at``-th retraining (1-based: found seed 0, uniform seed 0, found seed 1, ...)."""
+
+    def patch(monkeypatch):
+        real = retrain_module.train_network
+        calls = {"n": 0}
+
+        def stopped(args, out_dir, **options):
+            calls["n"] += 1
+            if calls["n"] == at:
+                real(args, out_dir, **{**options, "stop_after": 1})
+                raise Killed
+            return real(args, out_dir, **options)
+
+        monkeypatch.setattr(retrain_module, "train_network", stopped)
+
+    return patch
+
+
+def _kill_report(monkeypatch):
+    def dying(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(autoslim, "write_report", dying)
+
+
+def test_run_killed_at_every_stage_in_turn_resumes_to_the_uninterrupted_report(tmp_path, monkeypatch, uninterrupted):
+    out = tmp_path / "run"
+    # inside the supernet's training, the greedy search, the uniform net's first seed, the found net's second
+    # seed, then with every training complete but no report written
+    kills = [(_kill_supernet, "supernet/supernet.pt"), (_kill_search, "search/search_state.json"),
+             (_kill_retrain(2), "retrain/uniform-*/seed-0/model.pt"), (_kill_retrain(3), "retrain/flops-*/seed-1/model.pt"),
+             (_kill_report, "retrain/uniform-*/seed-1/result.json")]
+    for i, (kill, saved) in enumerate(kills):
+        with monkeypatch.context() as patched:
+            kill(patched)
+            with pytest.raises(Killed):
+                run_autoslim(SETTINGS, out, resume=i > 0, progress=False, echo=_quiet)
+        assert any(out.glob(saved)) and not (out / "report.md").exists()  # killed with that stage's state saved
+    run_autoslim(SETTINGS, out, resume=True, progress=False, echo=_quiet)
+    assert _outcome(out) == uninterrupted
+
+
+def _wait_for(folder: Path, pattern: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (folder.is_dir() and any(folder.glob(pattern))):
+        assert proc.poll() is None, f"the run ended before {folder}/{pattern} appeared"
+        assert time.monotonic() < deadline, f"no {folder}/{pattern} after {timeout:.0f} s"
+        time.sleep(0.01)
+
+
+def test_run_sigkilled_in_a_subprocess_resumes_to_the_uninterrupted_report(tmp_path, uninterrupted, capsys):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "widthsearch.cli.main", *CLI_ARGS, "--out", str(out), "--json"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # the first retraining has a checkpoint: three more (and the report) are left to do
+        _wait_for(out / "retrain", "*/seed-0/model.pt", proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert main([*CLI_ARGS, "--out", str(out), "--json"]) == 2  # without --resume it is refused
+    assert main([*CLI_ARGS, "--out", str(out), "--resume", "--json"]) == 0
+    capsys.readouterr()
+    assert _outcome(out) == uninterrupted
