@@ -14,7 +14,7 @@ from widthsearch.formatting import format_count
 from widthsearch.models import model_info
 from widthsearch.space.config import load_config
 from widthsearch.space.spec import build_supernet
-from widthsearch.training.checkpoint import JOINT_FORMAT, SUPERNET_FORMAT, read_torch_file
+from widthsearch.training.checkpoint import JOINT_FORMAT, SUPERNET_FORMAT, load_state_checked, read_torch_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,10 +58,7 @@ def _supernet_and_meta(args: argparse.Namespace, ckpt: dict, path: Path):
         raise UserError(f"{path} is a plain state_dict: say which zoo model it belongs to with --model")
     state = ckpt.get("state_dict", ckpt.get("model", ckpt))
     net, spec = build_supernet(model_spec(args))
-    try:
-        net.model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{path} does not fit {args.model}: {str(exc).splitlines()[0]}") from None
+    load_state_checked(net.model, state, f"{path} (for {args.model})")
     meta = {"model": args.model, "width_mult": args.width_mult, "input_shape": list(spec.input_shape),
             "num_classes": args.num_classes or model_info(args.model)["num_classes"], "groups": args.groups,
             "space": spec.to_dict()}
