@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from widthsearch.cli.main import main
-from widthsearch.runfolder import LOCK_NAME, RunLock
+from widthsearch.runfolder import RunLock
 
 CFG = "cfg.yaml"
 SEARCH = ["search", "--checkpoint", "sn/supernet.pt", "--search-images", "50"]
@@ -181,3 +181,67 @@ def test_a_real_process_refuses_a_file_as_out_in_one_line(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert proc.returncode == 2
     assert proc.stderr == "error: --out afile is a file, not a folder\n"
+
+
+# ---- what a refusal keeps ----------------------------------------------------------------------
+def test_a_nan_loss_in_a_later_epoch_keeps_the_last_checkpoint(supernet_dir, tmp_path, monkeypatch, capsys):
+    import widthsearch.training.slimmable as slimmable
+
+    run = tmp_path / "sn"
+    shutil.copytree(supernet_dir, run)
+    before = snapshot(run)
+    monkeypatch.setattr(slimmable, "subnet_step", lambda *a, **k: {"losses": [float("nan")], "correct": 0})
+    code = main(["supernet", "--resume", "--out", str(run), "--epochs", "2", "--json"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the note on the stretched schedule
+    assert code == 2
+    assert last.startswith("error: loss became nan at epoch 2 step 1 (lr ")
+    assert last.endswith(f"): lower --lr; {run / 'supernet.pt'} still holds epoch 1")
+    assert snapshot(run) == before
+
+
+def test_resume_accepts_the_recorded_data_file_spelled_otherwise(tmp_path, monkeypatch):
+    from widthsearch.errors import UserError
+    from widthsearch.methods.run_state import load_run_state
+    from widthsearch.training.loop import resolve_args
+
+    (tmp_path / "data").mkdir()
+    for name in ("a.tar.gz", "b.tar.gz"):
+        (tmp_path / "data" / name).write_bytes(b"x")
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path / "runs")
+    recorded = f"cifar10:{tmp_path / 'data' / 'a.tar.gz'}"
+    defaults = {"data": "digits", "lr": 0.1}
+    args = resolve_args({"data": "cifar10:../data/a.tar.gz"}, defaults, {"data": recorded, "lr": 0.1})
+    assert args["data"] == "cifar10:../data/a.tar.gz"  # as given: valid from where the run is resumed
+    with pytest.raises(UserError, match="--data cifar10:../data/b.tar.gz differs"):
+        resolve_args({"data": "cifar10:../data/b.tar.gz"}, defaults, {"data": recorded, "lr": 0.1})
+    with pytest.raises(UserError, match="differs"):
+        resolve_args({"data": "imagefolder:../data/a.tar.gz"}, defaults, {"data": recorded, "lr": 0.1})
+
+    state = tmp_path / "runs" / "state.json"
+    state.write_text(json.dumps({"version": 1, "settings": {"data": recorded, "seed": 0}}))
+    assert load_run_state(state, {"data": "cifar10:../data/a.tar.gz", "seed": 0}, version=1) is not None
+    with pytest.raises(UserError, match="differs from the saved run"):
+        load_run_state(state, {"data": "cifar10:../data/b.tar.gz", "seed": 0}, version=1)
+
+
+def test_search_resumes_with_the_checkpoint_spelled_otherwise(work, tmp_path, monkeypatch, capsys):
+    shutil.copytree(work / "sn", tmp_path / "sn")
+    monkeypatch.chdir(tmp_path)
+    argv = ["search", "--search-images", "50", "--target", "flops=0.5", "--out", "srch", "--json"]
+    assert main([argv[0], "--checkpoint", "sn/supernet.pt", *argv[1:]]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main([argv[0], "--checkpoint", str(tmp_path / "sn" / "supernet.pt"), *argv[1:], "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["found"] == first["found"]
+
+
+def test_a_state_dict_mismatch_is_listed_in_one_line():
+    from widthsearch.training.checkpoint import state_dict_mismatch
+
+    model = {"a.weight": torch.zeros(4, 3), "b.weight": torch.zeros(2), "c.bias": torch.zeros(1)}
+    given = {"a.weight": torch.zeros(8, 3), "b.weight": torch.zeros(2), "x": torch.zeros(1), "y": torch.zeros(1),
+             "z": torch.zeros(1), "w": torch.zeros(1)}
+    assert state_dict_mismatch(model, dict(model)) is None
+    assert state_dict_mismatch(model, given) == (
+        "1 missing key(s): c.bias; 4 unexpected key(s): x, y, z, +1 more; "
+        "1 shape mismatch(es): a.weight 8x3 here, 4x3 in the model")
