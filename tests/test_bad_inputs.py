@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,10 @@ ROWS = [
     ("supernet-nan", [*SN, "--lr", "1e6", "--out", "new"],
      "loss became"),
     ("supernet-locked", [*SN, "--out", "busy"], "is in use by process"),
+    # data that cannot be read: a pickle that names a function to call, a corrupt archive, a broken image
+    ("supernet-cifar-pickle", [*SN, "--data", "cifar10:evil", "--out", "new"], "getcwd, and a CIFAR batch holds only"),
+    ("supernet-corrupt-tar", [*SN, "--data", "cifar10:bad.tar.gz", "--out", "new"], "cannot open archive bad.tar.gz"),
+    ("supernet-corrupt-image", [*SN, "--data", "imagefolder:imgs", "--out", "new"], "cannot decode image"),
     # search
     ("search-out-file", [*SEARCH, "--target", "flops=0.5", "--out", "afile"], "--out afile is a file"),
     ("search-images", [*SEARCH, "--target", "flops=0.5", "--search-images", "0", "--out", "new"],
@@ -122,6 +127,25 @@ def snapshot(root: Path) -> dict[str, str]:
     return state
 
 
+class _CallsAFunction:
+    """Unpickling this calls ``os.getcwd`` (harmless, but a batch file may name any function)."""
+
+    def __reduce__(self):
+        return os.getcwd, ()
+
+
+def _unreadable_data(root: Path) -> None:
+    """``evil/``: CIFAR batches whose first one names a function; ``bad.tar.gz``: not an archive;
+    ``imgs/``: an image folder whose one training image is not an image."""
+    (root / "evil").mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (root / "evil" / name).write_bytes(pickle.dumps({"data": _CallsAFunction(), "labels": [0]}))
+    (root / "bad.tar.gz").write_bytes(b"\x1f\x8b but not a gzip stream")
+    for split in ("train", "test"):
+        (root / "imgs" / split / "a").mkdir(parents=True)
+        (root / "imgs" / split / "a" / "x.png").write_bytes(b"not a png")
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, supernet_dir):
     """The shared working folder (see the module docstring); ``busy/`` is locked for the module."""
@@ -142,6 +166,7 @@ def work(tmp_path_factory, supernet_dir):
     net = Supernet(model, torch.randn(1, 1, 8, 8), groups=10)
     config = {u.name: u.choices[len(u.choices) // 2] for u in net.space.units}
     save_config(root / CFG, net.space, config, model="tiny_cnn", groups=10)
+    _unreadable_data(root)
     cwd = os.getcwd()
     os.chdir(root)
     try:
