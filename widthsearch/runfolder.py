@@ -101,12 +101,18 @@ class RunLock:
 
     def acquire(self) -> None:
         missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create {self.folder}: {exc.strerror}") from None
         self._created = missing  # innermost first: the order to remove them in
         try:
             # a releasing process unlinks the file: retry until the locked file is the one at the path
             for _ in range(10):
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                except OSError as exc:
+                    raise UserError(f"cannot write into {self.folder}: {exc.strerror}") from None
                 try:
                     if self._try_lock(fd) and self._is_current(fd):
                         self._take(fd)
