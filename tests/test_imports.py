@@ -50,7 +50,8 @@ def sources() -> dict[str, Path]:
 
 
 def is_cli(name: str) -> bool:
-    return name == "widthsearch.cli" or name.startswith("widthsearch.cli.")
+    # ``python -m widthsearch`` (widthsearch/__main__.py) is the command line's entry point
+    return name in ("widthsearch.cli", "widthsearch.__main__") or name.startswith("widthsearch.cli.")
 
 
 def test_only_the_cli_imports_the_cli():

@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from widthsearch.errors import UserError
+
 # Aten ops whose FLOPs are multiply-accumulates of conv and linear layers.
 _MAC_OPS = ("convolution", "mm", "addmm", "bmm", "baddbmm")
 
@@ -70,6 +72,8 @@ def measure_latency(
     The batch size is that of ``example_input``; ``threads`` sets ``torch.set_num_threads`` for
     the measurement (and is restored afterwards).
     """
+    if runs < 1:  # a median of no timings
+        raise UserError(f"--runs must be at least 1, got {runs}")
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

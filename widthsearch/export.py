@@ -16,11 +16,10 @@ from typing import Any, Mapping
 
 import torch.nn as nn
 
-from widthsearch.errors import UserError
 from widthsearch.space import Supernet
 from widthsearch.space.spec import SpaceSpec, build_supernet
 from widthsearch.space.subnet import Subnet, as_subnet
-from widthsearch.training.checkpoint import atomic_save, load_checkpoint
+from widthsearch.training.checkpoint import atomic_save, load_checkpoint, load_state_checked
 
 STATIC_FORMAT = "widthsearch.static/1"
 
@@ -58,9 +57,6 @@ def load_static(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     ckpt = load_checkpoint(path, expect=STATIC_FORMAT)
     net, _ = build_supernet(SpaceSpec.from_dict(ckpt.get("space") or ckpt))
     static = net.export(net.space.validate(Subnet.from_doc(ckpt), strict=False))
-    try:
-        static.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit {ckpt['model']} at these channels ({str(exc).splitlines()[0]})") from None
+    load_state_checked(static, ckpt["state_dict"], f"{path} ({ckpt['model']} at its channels)")
     static.eval()
     return static, {k: v for k, v in ckpt.items() if k != "state_dict"}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Mapping
 
 __all__ = [
+    "same_path",
     "file_mode",
     "write_atomic",
     "write_text_atomic",
@@ -23,6 +24,16 @@ __all__ = [
     "torch_save_atomic",
     "savez_atomic",
 ]
+
+
+def same_path(a: str | Path, b: str | Path) -> bool:
+    """Whether two spellings name the same file or folder: relative or absolute, through links
+    (``os.path.samefile`` when both exist, else the resolved paths). Resumed runs compare recorded
+    paths with it, so ``../data/x.tar.gz`` continues a run recorded as ``/work/data/x.tar.gz``."""
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 def file_mode() -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from widthsearch.cli.common import check_counts
 from widthsearch.cli.main import print_json
 from widthsearch.data import DATA_HELP
 from widthsearch.methods.netadjust import ADJUST_DEFAULTS
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from widthsearch.methods.netadjust import run_rounds
 
     settings = {key: getattr(args, key) for key in SETTING_KEYS}
+    check_counts(settings, ("rounds", "epochs", "batch_size", "passes", "probe_images", "floor", "threads"))
     echo = None if args.json else (lambda line: print(line, flush=True))
     summary = run_rounds(settings, args.out, resume=args.resume, progress=not args.json, echo=echo)
     if args.json:

@@ -82,6 +82,7 @@ def register(subparsers: Any) -> None:
                    help="with --scores/--supernet: scatter of the scores and of FLOPs against the true accuracy")
     p.add_argument("--report", metavar="DIR", help="write report.md and a PNG per space to DIR")
     p.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds per algorithm in --report (default 5)")
+    p.add_argument("--force", action="store_true", help="overwrite the files of --report and --plot")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_cbm)
 
@@ -126,6 +127,7 @@ def run_cbm(args: argparse.Namespace) -> int:
         raise UserError("--plot draws scores: give it with --scores or --supernet")
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UserError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
+    _refuse_overwrites(args)
     wants_space = args.verify_costs or args.algo or args.scores or args.supernet
     if wants_space and not args.space:
         raise UserError("--space is required (mobilenet or resnet)")
@@ -220,6 +222,25 @@ def run_cbm(args: argparse.Namespace) -> int:
 
 
 DEFAULT_BOOTSTRAP = 1000
+
+
+def _refuse_overwrites(args: argparse.Namespace) -> None:
+    """``--report DIR`` and ``--plot FILE`` replace nothing of the user's without ``--force``; checked
+    before the minutes of scoring that precede the writes."""
+    from widthsearch.bench.cbm import SPACES, report_files
+    from widthsearch.cli.common import refuse_overwrite
+    from widthsearch.runfolder import check_folder
+
+    if args.report:
+        folder = check_folder(args.report, "--report")
+        for name in report_files([args.space] if args.space else SPACES):
+            refuse_overwrite(folder / name, args.force)
+    if args.plot:
+        plot = Path(args.plot)
+        if plot.is_dir():
+            raise UserError(f"--plot {plot} is a folder; name a file")
+        refuse_overwrite(plot, args.force)
+        check_folder(plot, "--plot")  # only a folder above it can be a file now
 
 
 def _check_compare(args: argparse.Namespace) -> None:

@@ -63,6 +63,18 @@ def existing_file(path: str | Path, what: str) -> Path:
     return path
 
 
+def check_counts(settings: dict, keys: tuple[str, ...], rate: str | None = "lr") -> None:
+    """One line for a count flag below 1 (and a ``rate`` flag not above 0), checked before the first
+    stage: a method's later stage would otherwise refuse it after the earlier ones ran."""
+    for key in keys:
+        value = settings.get(key)
+        if value is not None and value < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {value}")
+    value = settings.get(rate) if rate else None
+    if value is not None and not (0 < value < float("inf")):  # NaN fails too
+        raise UserError(f"--{rate.replace('_', '-')} must be a positive number, got {value}")
+
+
 def refuse_overwrite(path: str | Path, force: bool = False) -> Path:
     """Never overwrite a user's file unless they asked for it with ``--force``."""
     path = Path(path)

@@ -17,7 +17,7 @@ from widthsearch.models import model_info
 from widthsearch.space.config import load_config
 from widthsearch.space.presets import get_preset, preset_name
 from widthsearch.space.spec import build_supernet
-from widthsearch.training.checkpoint import JOINT_FORMAT, SUPERNET_FORMAT, read_torch_file
+from widthsearch.training.checkpoint import JOINT_FORMAT, SUPERNET_FORMAT, load_state_checked, read_torch_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,10 +67,7 @@ def _supernet_and_meta(args: argparse.Namespace, ckpt: dict, path: Path):
         spec = model_spec(args)
     state = ckpt.get("state_dict", ckpt.get("model", ckpt))
     net, spec = build_supernet(spec)
-    try:
-        net.model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{path} does not fit {args.model}: {str(exc).splitlines()[0]}") from None
+    load_state_checked(net.model, state, f"{path} (for {spec.model})")
     meta = {"model": spec.model, "width_mult": spec.width_mult, "input_shape": list(spec.input_shape),
             "num_classes": args.num_classes or model_info(spec.model)["num_classes"], "groups": spec.groups,
             "space": spec.to_dict()}

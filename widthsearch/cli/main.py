@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any, Sequence
 
+from widthsearch.cli.outfolder import guarded_out
 from widthsearch.errors import UserError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
@@ -34,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        result = args.func(args)
+        with guarded_out(args):  # --out checked and locked before any work
+            result = args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

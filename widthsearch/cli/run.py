@@ -7,6 +7,7 @@ import argparse
 import sys
 import time
 
+from widthsearch.cli.common import check_counts
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
 from widthsearch.methods import METHODS, method
@@ -82,6 +83,10 @@ def _comparison_text(r: dict) -> str:
     return f"{delta} ({len(c['seeds'])} seeds; 95% {', '.join(intervals)}): {c['verdict']}"
 
 
+#: settings of `run` that count something, so must be positive integers when given
+_COUNTS = ("epochs", "retrain_epochs", "groups", "batch_size", "search_images", "rounds", "threads")
+
+
 def run(args: argparse.Namespace) -> int:
     run_method = method(args.method)  # an unknown name fails before anything is read or written
     settings = {
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed, "seeds": _seeds(args.seeds), "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
         "threads": args.threads, "device": args.device, "rounds": args.rounds, "align": args.align,
     }
+    check_counts(settings, _COUNTS)  # before the supernet trains: a later stage would refuse them after hours
     start = time.time()
     echo = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     result = run_method(settings, args.out, resume=args.resume, progress=not args.json, echo=echo)

@@ -16,7 +16,7 @@ from widthsearch.search import SEARCH_ALGORITHMS, search_algorithm
 from widthsearch.search.evolution import VARIANTS
 from widthsearch.formatting import format_count
 from widthsearch.training.distributed import resolve_device
-from widthsearch.training.evaluate import supernet_evaluator
+from widthsearch.training.evaluate import check_search_images, supernet_evaluator
 from widthsearch.training.slimmable import load_supernet
 
 __all__ = ["register", "run", "search_meta"]  # search_meta: still importable from here
@@ -91,6 +91,7 @@ def default_align(meta: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     search_algorithm(args.algo)  # an unknown name fails before the checkpoint is loaded
     options = search_options(args)
+    check_search_images(args.search_images)
     existing_file(args.checkpoint, "supernet checkpoint") if not Path(args.checkpoint).is_dir() else None
     if args.prior != "none" and args.algo != "evolution":
         raise UserError("--prior applies to --algo evolution")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from widthsearch.cli.common import check_counts
 from widthsearch.cli.main import print_json
 from widthsearch.data import DATA_HELP
 from widthsearch.formatting import format_count
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from widthsearch.methods.spnet import parse_bases, parse_targets, run_spnet
 
     settings = {key: getattr(args, key) for key in SETTING_KEYS}
+    check_counts(settings, ("base_epochs", "finetune_epochs", "batch_size", "calib_images", "threads"))
     settings["bases"] = parse_bases(args.bases) if args.bases is not None else None
     settings["targets"] = parse_targets(args.targets) if args.targets is not None else None
     echo = None if args.json else (lambda line: print(line, flush=True))

@@ -9,7 +9,7 @@ from widthsearch.cli.common import add_residual_argument
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
 from widthsearch.training.recipe import add_recipe_arguments, recipe_values
-from widthsearch.training.sampling import STRATEGIES
+from widthsearch.training.sampling import STRATEGIES, check_num_samples
 
 
 def is_main_process() -> bool:
@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--groups", type=int, default=None, metavar="G", help="channel groups per unit (default 10)")
     add_residual_argument(parser)
     parser.add_argument("--num-samples", type=int, default=None, metavar="N",
-                        help="configs per step: max, min and N-2 random (default 4)")
+                        help="configs per step: max, min and N-2 random, so at least 2 (default 4); uniform: N random "
+                        "configs (at least 1); bcnet: does not apply")
     parser.add_argument("--full-every", type=int, default=None, metavar="K",
                         help="bcnet: train the full network every K-th step (BCNet v1; default 0 = never)")
     parser.add_argument("--min-bins", type=int, default=None, metavar="M",
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model is None and not args.resume:
         raise UserError("--model is required (unless --resume continues a checkpoint)")
+    if args.num_samples is not None and not args.resume:  # before any data is read
+        check_num_samples(args.strategy or "autoslim", args.num_samples)
     values = recipe_values(args)
     values.update(model=args.model, strategy=args.strategy, width_mult=args.width_mult, groups=args.groups,
                   residual=args.residual, num_samples=args.num_samples, calib_images=args.calib_images,

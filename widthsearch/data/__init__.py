@@ -37,7 +37,7 @@ Modules: :mod:`~widthsearch.data.core` (splits, data set, batch loader, seeding)
 from widthsearch.data.augment import Augment
 from widthsearch.data.cache import cache_dir
 from widthsearch.data.core import BatchLoader, Dataset, Split, mix_seed
-from widthsearch.data.loading import DATA_HELP, load_data
+from widthsearch.data.loading import DATA_HELP, load_data, same_data_spec
 
 __all__ = [
     "Augment",
@@ -48,4 +48,5 @@ __all__ = [
     "load_data",
     "mix_seed",
     "DATA_HELP",
+    "same_data_spec",
 ]

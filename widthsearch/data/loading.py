@@ -16,8 +16,9 @@ from widthsearch.data.core import Dataset, Split, stratified_split
 from widthsearch.data.images import read_image_tree
 from widthsearch.data.sources import make_fake, read_digits, read_fashion_mnist
 from widthsearch.errors import UserError
+from widthsearch.io import same_path
 
-__all__ = ["DATA_HELP", "load_data"]
+__all__ = ["DATA_HELP", "load_data", "same_data_spec"]
 
 DATA_HELP = (
     "data spec: digits | cifar10:DIR_OR_TAR | imagefolder:DIR_OR_TAR | fashion_mnist:FILE.npz | "
@@ -109,6 +110,25 @@ def load_data(
         heldout_fraction=float(heldout_fraction),
         seed=int(seed),
     )
+
+
+#: data sets whose spec argument is a path (compared as files, not as strings)
+_PATH_KINDS = ("cifar10", "imagefolder", "fashion_mnist")
+
+
+def same_data_spec(a: str, b: str) -> bool:
+    """Whether two data specs name the same data: the same kind and, for the kinds read from a file
+    or folder, the same file however its path is spelled (relative, absolute, through a link)."""
+    if a == b:
+        return True
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    (kind_a, _, arg_a), (kind_b, _, arg_b) = a.strip().partition(":"), b.strip().partition(":")
+    if kind_a.lower() != kind_b.lower():
+        return False
+    if kind_a.lower() in _PATH_KINDS and arg_a and arg_b:
+        return same_path(arg_a, arg_b)
+    return arg_a == arg_b
 
 
 def _need_arg(kind: str, arg: str) -> str:

@@ -17,6 +17,7 @@ from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_text_atomic
 from widthsearch.methods.comparison import compare_networks
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
+from widthsearch.runfolder import check_folder, folder_has_content
 from widthsearch.space import Supernet
 from widthsearch.formatting import format_count
 
@@ -107,7 +108,7 @@ def prepare_run_folder(out_dir: str | Path, resume: bool) -> Path:
     out = Path(out_dir)
     if (out / "report.md").exists() and not resume:
         raise UserError(f"{out} already holds a finished run (report.md); use another --out")
-    if out.exists() and any(out.iterdir()) and not resume:
+    if folder_has_content(check_folder(out)) and not resume:  # the CLI's lock file alone is no content
         raise UserError(f"{out} is not empty; pass --resume to continue the run in it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     return out

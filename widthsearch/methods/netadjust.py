@@ -28,6 +28,7 @@ from widthsearch.errors import UserError
 from widthsearch.space import ChannelSpace, Supernet
 from widthsearch.io import write_json_atomic
 from widthsearch.methods.run_state import load_run_state
+from widthsearch.runfolder import folder_has_content
 
 #: the official CIFAR schedule: k layers move per round (k0 decaying by k_decay per round), the
 #: i-th ranked layer moves a_i = max(a_lr - i * a_decay, 0) of its *original* width
@@ -444,7 +445,7 @@ def run_netadjust(
     s = {**ADJUST_DEFAULTS, **RUN_DEFAULTS, **{k: v for k, v in settings.items() if k in _RUN_KEYS + ("retrain_epochs",)
                                                  and v is not None}}
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not resume:
+    if folder_has_content(out) and not resume:  # the CLI's lock file alone is no content
         raise UserError(f"{out} is not empty; pass --resume to continue the run in it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     echo(f"[1/2] Network Adjustment: {s['model']} on {s['data']}, {s['rounds']} rounds of {s['epochs']} epochs")

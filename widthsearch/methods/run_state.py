@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
+from widthsearch.data.loading import same_data_spec
 from widthsearch.errors import UserError
 
 
@@ -23,6 +24,8 @@ def load_run_state(path: Path, settings: Mapping[str, Any], *, version: int,
         raise UserError(f"{path} was written by another version of widthsearch")
     saved = state["settings"]
     for key, value in settings.items():
+        if key == "data" and same_data_spec(value, saved.get(key)):  # one file, however spelled
+            continue
         if key not in mutable and saved.get(key) != value:
             raise UserError(f"--{key.replace('_', '-')} {value} differs from the saved run's {saved.get(key)}; "
                             "resume with the same settings or use a new --out")

@@ -34,7 +34,7 @@ from widthsearch.search.evolution import evolution_search, planned_evaluations
 from widthsearch.space import Supernet
 from widthsearch.space.config import save_config
 from widthsearch.formatting import format_count
-from widthsearch.io import write_json_atomic
+from widthsearch.io import same_path, write_json_atomic
 
 METRICS = ("flops", "params", "latency_ms")
 STATE_FILE = "search_state.json"
@@ -212,7 +212,8 @@ def check_resumable(saved: Mapping[str, Any], run: Mapping[str, Any]) -> None:
         raise UserError(f"saved search used --algo {saved['algorithm']}, not {run['algorithm']}; "
                         "resume with the same algorithm or use another --out")
     old, new = saved["checkpoint"], run["checkpoint"]
-    if (old is None) != (new is None) or (old and old["path"] != new["path"]):
+    # the path as spelled may differ (relative, absolute); the SHA-256 below pins the content
+    if (old is None) != (new is None) or (old and not same_path(old["path"], new["path"])):
         raise UserError(f"saved search ran on the supernet {old and old['path']}, not {new and new['path']}; "
                         "resume with the same checkpoint or use another --out")
     if old and old["sha256"] != new["sha256"]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ __all__ = [
     "JOINT_FORMAT",
     "atomic_save",
     "load_checkpoint",
+    "load_state_checked",
+    "state_dict_mismatch",
     "rng_state",
     "set_rng_state",
 ]
@@ -55,6 +58,49 @@ def read_torch_file(path: str | Path, what: str = "checkpoint") -> dict:
     if not isinstance(ckpt, dict):
         raise UserError(f"{what} {path} holds no state_dict")
     return ckpt
+
+
+def _listed(names: list[str], show: int = 3) -> str:
+    more = f", +{len(names) - show} more" if len(names) > show else ""
+    return ", ".join(names[:show]) + more
+
+
+def state_dict_mismatch(expected: Mapping[str, Any], given: Mapping[str, Any]) -> str | None:
+    """What keeps ``given`` from loading into a module whose ``state_dict()`` is ``expected``, in one
+    line (missing keys, unexpected keys, shape mismatches, a few named each), or None when it fits.
+
+    PyTorch's own message puts each problem on its own line after a header line, so cutting it at
+    its first line (as one-line errors must) used to leave only the header."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k} {_shape(given[k])} here, {_shape(expected[k])} in the model" for k in expected
+              if k in given and hasattr(given[k], "shape") and tuple(given[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_listed(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es): {_listed(shapes)}")
+    return "; ".join(parts) or None
+
+
+def _shape(t: Any) -> str:
+    return "x".join(str(int(s)) for s in t.shape) or "scalar"
+
+
+def load_state_checked(module: torch.nn.Module, state: Mapping[str, Any], what: str) -> None:
+    """``module.load_state_dict(state)``, or a one-line ``UserError`` "``what`` does not fit: ..."."""
+    if not isinstance(state, Mapping):
+        raise UserError(f"{what} holds no state_dict")
+    problem = state_dict_mismatch(module.state_dict(), state)
+    if problem is not None:
+        raise UserError(f"{what} does not fit: {problem}")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:  # e.g. a value of the wrong type; PyTorch lists problems one per line
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise UserError(f"{what} does not fit: {' '.join(lines)[:400]}") from None
 
 
 def load_checkpoint(path: str | Path, expect: str | None = None) -> dict:

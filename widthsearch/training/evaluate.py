@@ -331,9 +331,16 @@ def heldout_eval_set(meta: Mapping, bn: str, images: int, calib_images: int = DE
     return x, y, calib, data
 
 
+def check_search_images(images: int) -> None:
+    """Candidates are scored on at least one held-out image (0 used to become 1 silently)."""
+    if not isinstance(images, int) or images < 1:
+        raise UserError(f"--search-images must be a positive integer, got {images!r}")
+
+
 def supernet_evaluator(net, meta: Mapping, bn: str, images: int, calib_images: int = DEFAULT_CALIB_IMAGES,
                        align: str = "left"):
     """(evaluator, data): accuracy of a config on :func:`heldout_eval_set`'s images (``align`` as
     :func:`supernet_metrics`; "both" for BCNet's bilateral score)."""
+    check_search_images(images)
     x, y, calib, data = heldout_eval_set(meta, bn, images, calib_images)
     return make_supernet_evaluator(net, x, y, bn=bn, calib_batches=calib, batch_size=len(y), align=align), data

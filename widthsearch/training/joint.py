@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
@@ -28,7 +29,7 @@ from widthsearch.errors import UserError
 from widthsearch.space.spec import SpaceSpec, build_supernet
 from widthsearch.space.subnet import Subnet, as_subnet
 from widthsearch.training.bn_sparsity import init_bn_weights
-from widthsearch.training.checkpoint import JOINT_FORMAT, load_checkpoint, read_torch_file
+from widthsearch.training.checkpoint import JOINT_FORMAT, load_checkpoint, load_state_checked, read_torch_file
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, evaluate, preserve_bn_state
 from widthsearch.training.loop import EpochLoop
@@ -118,11 +119,7 @@ def load_initial_weights(model: nn.Module, path: str | Path) -> None:
         state = ckpt["model"]
     else:
         state = ckpt
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"--init-from {path} does not fit the configs' space at full width: "
-                        f"{str(exc).splitlines()[0]}") from None
+    load_state_checked(model, state, f"--init-from {path} (the configs' space at full width)")
 
 
 def member_exports(path: str | Path):
@@ -153,6 +150,16 @@ def _common_spec(paths: Sequence[str | Path], model_name: str | None, residual: 
     return specs[0]
 
 
+def _refuse_duplicates(subnets: Sequence[Mapping[str, Any]]) -> None:
+    """Two files with one sub-network would train it twice per step under two sets of BN statistics."""
+    seen: dict[str, str] = {}
+    for entry in subnets:
+        key = json.dumps({k: v for k, v in entry.items() if k != "source"}, sort_keys=True, default=str)
+        if key in seen:
+            raise UserError(f"{entry['source']} and {seen[key]} hold the same sub-network; give distinct configs")
+        seen[key] = entry["source"]
+
+
 def _largest_first(space, subnets: Sequence[Subnet]) -> list[int]:
     return sorted(range(len(subnets)), key=lambda i: -space.cost(subnets[i]).flops)
 
@@ -173,6 +180,7 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
 
         configs = [load_config(p, net.space, model=spec.model, strict=False)[0] for p in channels]
         a["subnets"] = [{"source": str(p), **as_subnet(c).to_doc()} for p, c in zip(channels, configs)]
+        _refuse_duplicates(a["subnets"])
         if a["init_from"] is not None:
             if a.get("bn_init") is not None:
                 raise UserError("--bn-init does not apply with --init-from: the weights come from the file")
@@ -274,7 +282,7 @@ def load_joint(path: str | Path, device: str | torch.device = "cpu"):
         path = path / CHECKPOINT_NAME
     ckpt = load_checkpoint(path, expect=JOINT_FORMAT)
     net, spec = build_supernet(SpaceSpec.from_dict(ckpt["space"]))
-    net.model.load_state_dict(ckpt["model"])
+    load_state_checked(net.model, ckpt["model"], str(path))
     net.model.to(device)
     a = ckpt["args"]
     apply_memory_format(net.model, bool(a.get("channels_last", False)))

@@ -20,12 +20,13 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from widthsearch.data import BatchLoader, mix_seed
+from widthsearch.data import BatchLoader, mix_seed, same_data_spec
 from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_jsonl_atomic  # also re-exported from here
 from widthsearch.progress import Progress
+from widthsearch.runfolder import check_folder
 from widthsearch.training.bn_sparsity import add_bn_l1, bn_weights
-from widthsearch.training.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from widthsearch.training.checkpoint import atomic_save, load_checkpoint, load_state_checked, rng_state, set_rng_state
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.optim import WarmupCosine, build_optimizer
 from widthsearch.training.precision import apply_memory_format, autocast, to_memory_format
@@ -57,6 +58,9 @@ def resolve_args(
             args[key] = value
             continue
         old = saved.get(key, defaults[key])
+        if key == "data" and same_data_spec(value, old):
+            args[key] = value  # the same file spelled as now, valid from the current folder
+            continue
         same = math.isclose(float(value), float(old), rel_tol=1e-12) if isinstance(value, float) and isinstance(old, (int, float)) else value == old
         if not same:
             flag = "--" + key.replace("_", "-")
@@ -65,14 +69,16 @@ def resolve_args(
 
 
 def prepare_output(path: Path, resume: bool) -> dict | None:
-    """Refuse to overwrite a checkpoint unless resuming; load it when resuming (None if absent)."""
+    """Refuse to overwrite a checkpoint unless resuming, and to resume one that is not there (a
+    resumed run takes its settings from the checkpoint: without one it would silently train the
+    defaults); load it when resuming."""
+    check_folder(path.parent)  # before any work: a file named as --out fails the first save
     if path.exists() and not resume:
         raise UserError(f"{path} already exists; pass --resume to continue it, or choose another --out")
-    if resume and path.exists():
-        return load_checkpoint(path)
-    if resume:
-        print(f"note: no checkpoint at {path}; starting from scratch", file=sys.stderr)
-    return None
+    if resume and not path.exists():
+        raise UserError(f"--resume: there is no checkpoint {path} to continue (a run killed in its first epoch "
+                        "leaves none); leave out --resume to start the run")
+    return load_checkpoint(path) if resume else None
 
 
 class EpochLoop:
@@ -132,7 +138,7 @@ class EpochLoop:
         self.history: list[dict] = []
 
     def load(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["model"])
+        load_state_checked(self.model, ckpt["model"], str(self.ckpt_path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
@@ -188,12 +194,14 @@ class EpochLoop:
             bar = None
             if self.progress and ctx.is_main:
                 bar = Progress(self.steps_per_epoch, f"epoch {epoch + 1}/{args['epochs']}")
-            for xb, yb in batches:
+            for step, (xb, yb) in enumerate(batches, start=1):
                 xb = to_memory_format(xb.to(ctx.device, non_blocking=True), self.channels_last)
                 yb = yb.to(ctx.device, non_blocking=True)
                 zero_grads(self.params)
                 with autocast(ctx.device, self.precision):
                     stats = self.step_fn(xb, yb, rng)
+                # before the optimizer step: the weights (and the last checkpoint) stay finite
+                self._stop_if_diverged(stats["losses"], epoch, step, bar)
                 ctx.average_gradients(self.params)
                 # after averaging: every rank adds the same term to the same (replicated) scales
                 add_bn_l1(self.bn_weights, self.bn_l1)
@@ -245,6 +253,27 @@ class EpochLoop:
                     self.echo(_format_row(row, args["epochs"]))
             ctx.barrier()
         return self.history
+
+
+    def _stop_if_diverged(self, losses: list[float], epoch: int, step: int, bar: Progress | None) -> None:
+        """A ``UserError`` once a step's loss is NaN or infinite (a too high learning rate): training
+        on would only spread NaN through the weights and end at chance accuracy with exit 0.
+
+        The losses are floats already, so the check costs nothing; under DDP the ranks agree on it
+        (one tiny all-reduce) so that none waits forever for a rank that stopped."""
+        bad = [v for v in losses if not math.isfinite(v)]
+        if self.ctx.enabled:
+            diverged = self.ctx.sum_floats([float(bool(bad))])[0] > 0
+        else:
+            diverged = bool(bad)
+        if not diverged:
+            return
+        if bar is not None:
+            bar.close()
+        value = bad[0] if bad else float("nan")  # on a rank that saw none, another rank's loss was bad
+        lr = float(self.scheduler.get_last_lr()[0])
+        kept = f"; {self.ckpt_path} still holds epoch {self.epoch}" if self.epoch and self.ctx.is_main else ""
+        raise UserError(f"loss became {value} at epoch {epoch + 1} step {step} (lr {lr:.3g}): lower --lr{kept}")
 
 
 def _to_cpu(obj):

@@ -31,7 +31,7 @@ from widthsearch.errors import UserError
 from widthsearch.space.spec import SpaceSpec, build_space_model, build_supernet
 from widthsearch.space.subnet import Subnet
 from widthsearch.training.bn_sparsity import init_bn_weights
-from widthsearch.training.checkpoint import MODEL_FORMAT, load_checkpoint
+from widthsearch.training.checkpoint import MODEL_FORMAT, load_checkpoint, load_state_checked
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import evaluate
 from widthsearch.training.loop import EpochLoop
@@ -290,7 +290,7 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu"):
     ckpt = load_checkpoint(path, expect=MODEL_FORMAT)
     spec = saved_network_spec(ckpt)
     model = build_network(spec, ckpt["args"]["net"])
-    model.load_state_dict(ckpt["model"])
+    load_state_checked(model, ckpt["model"], str(path))
     model.to(device)
     model.eval()
     meta = {**ckpt["args"], "space": spec.to_dict(), "epoch": int(ckpt["epoch"]),

@@ -27,7 +27,7 @@ from widthsearch.training.records import LossRecords
 from widthsearch.training.steps import SubnetLoss
 
 __all__ = ["Strategy", "SandwichStrategy", "BilateralStrategy", "UniformStrategy", "STRATEGIES", "get_strategy",
-           "sandwich_configs", "complement"]
+           "sandwich_configs", "complement", "check_num_samples"]
 
 
 class _Space(Protocol):  # the part of ChannelSpace used here
@@ -182,13 +182,33 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
 }
 
 
+#: the fewest configs per step that keep a strategy what it is, and why (strategies not listed: 1)
+MIN_SAMPLES: dict[str, tuple[int, str]] = {
+    # the sandwich rule trains the max and the min config every step; one sample would train the max alone
+    "autoslim": (2, "the sandwich rule trains the max and the min config every step"),
+    "sandwich": (2, "the sandwich rule trains the max and the min config every step"),
+}
+#: strategies whose configs per step are fixed by the method (``--num-samples`` does not apply)
+FIXED_SAMPLES: dict[str, str] = {"bcnet": "every step trains one width left- and right-aligned"}
+
+
+def check_num_samples(name: str, num_samples: int, given: bool = True) -> None:
+    """One-line error for a ``--num-samples`` that strategy ``name`` cannot use (``given``: set by
+    the user, not a default, so that a strategy which ignores it may refuse it)."""
+    if given and name in FIXED_SAMPLES:
+        raise UserError(f"--num-samples does not apply to --strategy {name}: {FIXED_SAMPLES[name]}")
+    low, why = MIN_SAMPLES.get(name, (1, ""))
+    if not isinstance(num_samples, int) or num_samples < low:
+        raise UserError(f"--num-samples must be at least {low} for --strategy {name}"
+                        f"{': ' + why if why else ''}, got {num_samples!r}")
+
+
 def get_strategy(name: str, num_samples: int = 4, **options: Any) -> Strategy:
     """The strategy registered as ``name``; ``options`` (e.g. ``full_every``) go to its factory."""
     try:
         factory = STRATEGIES[name]
     except KeyError:
         raise UserError(f"unknown strategy {name!r}; choose from {', '.join(sorted(STRATEGIES))}") from None
-    if num_samples < 1:
-        raise UserError(f"--num-samples must be at least 1, got {num_samples}")
+    check_num_samples(name, num_samples, given=False)
     # only options that are set reach the factory, so a factory of ``num_samples`` alone still fits
     return factory(num_samples, **{k: v for k, v in options.items() if v})

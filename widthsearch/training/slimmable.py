@@ -16,7 +16,7 @@ from widthsearch.data import Dataset, mix_seed
 from widthsearch.errors import UserError
 from widthsearch.space.spec import SpaceSpec, build_supernet
 from widthsearch.training.bn_sparsity import init_bn_weights
-from widthsearch.training.checkpoint import SUPERNET_FORMAT, load_checkpoint
+from widthsearch.training.checkpoint import SUPERNET_FORMAT, load_checkpoint, load_state_checked
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, supernet_accuracy
 from widthsearch.training.loop import EpochLoop
@@ -162,7 +162,7 @@ def load_supernet(path: str | Path, device: str | torch.device = "cpu"):
     ckpt = load_checkpoint(path, expect=SUPERNET_FORMAT)
     net, spec = build_supernet(saved_spec(ckpt))
     _check_units(ckpt, net.space, path)
-    net.model.load_state_dict(ckpt["model"])
+    load_state_checked(net.model, ckpt["model"], str(path))
     net.model.to(device)
     a = ckpt["args"]
     # a run trained in NHWC is evaluated in NHWC too (its fast layout); the numbers do not change

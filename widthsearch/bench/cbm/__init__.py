@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from widthsearch.bench.cbm.oracle import CBM_LOWER, EVOLUTION_CBM, REPORT_ALGOS, CBMBench, run_benchmark
 from widthsearch.bench.cbm.plots import plot_scores, plot_space
-from widthsearch.bench.cbm.report import write_report
+from widthsearch.bench.cbm.report import report_files, write_report
 from widthsearch.bench.cbm.scores import load_scores
 from widthsearch.bench.cbm.stats import (
     correlations,
@@ -82,4 +82,5 @@ __all__ = [
     "table_path",
     "topk_overlap",
     "write_report",
+    "report_files",
 ]

@@ -15,6 +15,11 @@ from widthsearch.search.evolution import DEFAULT_VARIANT
 __all__ = ["write_report"]
 
 
+def report_files(spaces: Sequence[str] = SPACES) -> list[str]:
+    """The names :func:`write_report` writes into its folder (checked against overwriting first)."""
+    return ["report.md"] + [f"cbm_{space_name(s)}.png" for s in spaces]
+
+
 def write_report(
     out_dir: Any,
     spaces: Sequence[str] = SPACES,
@@ -31,11 +36,11 @@ def write_report(
     import datetime
 
     out = Path(out_dir)
+    benches = {s: CBMBench(s, tables) for s in (space_name(x) for x in spaces)}  # a missing table: nothing made
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create report directory {out}: {exc}") from None
-    benches = {s: CBMBench(s, tables) for s in (space_name(x) for x in spaces)}
     t0 = time.perf_counter()
     rows = run_benchmark(list(benches), tables, budgets, seeds, max_evals, benches=benches, lower=lower,
                          variant=variant)
