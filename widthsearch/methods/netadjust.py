@@ -1,6 +1,7 @@
 """Network Adjustment (Chen et al., CVPR 2020, arXiv 2004.02767): widen what pays, narrow what does not.
 
-Each round trains the network at its current widths, measures every unit's *FLOPs utilisation
+Each round trains the network at its current widths (with channel dropout ramped over epochs and
+depth, as the official code does), measures every unit's *FLOPs utilisation
 ratio* (FUR: how much the held-out loss rises when a unit loses channels, per FLOP removed) and
 moves channels from the least to the most useful units, then rescales all widths by one factor so
 the FLOPs stay those of the original network. The pieces here are pure functions over the core
@@ -10,7 +11,8 @@ Departures from the official code (danczs/NetworkAdjustment), each for a reason 
 docs/methods/netadjust.md: drop rates are clamped (the official rate can exceed 1); the FUR is
 measured on held-out training images *without* augmentation; FLOPs derivatives come from the exact
 cost model rather than a symbolic chain formula; residual blocks are untied through the core's
-zero-padded sums (``residual="pad"``).
+zero-padded sums (``residual="pad"``); the training-time channel dropout (``train_drop``) covers every
+unit, stem and projection shortcuts included.
 """
 from __future__ import annotations
 
