@@ -16,7 +16,7 @@ one. The masks act only in training mode: evaluation runs the network as it is.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -101,7 +101,7 @@ class TrainingChannelDropout:
                 keep = torch.rand(int(x.shape[0]), self.widths[name], generator=self.generator) >= rate
                 self._masks[name] = (keep.float() / (1.0 - rate)).to(x.device)
 
-    def _applier(self, name: str):
+    def _applier(self, name: str) -> Callable[[nn.Module, tuple, Tensor], Tensor | None]:
         def hook(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor | None:
             mask = self._masks.get(name)
             if mask is None:
