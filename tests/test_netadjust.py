@@ -1,4 +1,5 @@
 """Network Adjustment: FLOPs weights, drop rates, the FUR probe, adjusting and rescaling widths."""
+import json
 import random
 
 import pytest
@@ -80,7 +81,10 @@ def test_fur_probe_is_reproducible_and_hurts_when_channels_drop():
     assert other != first
 
 
-SETTINGS = {"model": "tiny_cnn", "data": "digits", "rounds": 2, "epochs": 1, "threads": 1, "passes": 2, "k0": 2}
+# two epochs per round so that the default channel-dropout ramp (zero in the first epoch) acts in the
+# second; batches of 256 keep the time of the one-epoch rounds these tests had before
+SETTINGS = {"model": "tiny_cnn", "data": "digits", "rounds": 2, "epochs": 2, "batch_size": 256, "threads": 1,
+            "passes": 2, "k0": 2}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +102,22 @@ def test_adjust_keeps_flops_and_writes_its_outputs(uninterrupted):
     first = summary["rounds"][0]
     assert set(first["fur"]) <= set(first["widths"]) and first["moves"] == 2
     assert first["next_widths"] != first["widths"]  # channels moved
+    log = [json.loads(line) for line in (out / "rounds" / "1" / "train" / "log.jsonl").read_text().splitlines()]
+    assert [row["train_drop"] for row in log] == [0.0, pytest.approx(na.ADJUST_DEFAULTS["train_drop"] / 2)]
+
+
+def test_adjust_state_from_before_train_drop_resumes_as_without_it(tmp_path, uninterrupted):
+    import shutil
+
+    _, out = uninterrupted
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    state = json.loads((old / na.STATE_FILE).read_text())
+    del state["settings"]["train_drop"]
+    (old / na.STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(UserError, match="--train-drop 0.05 differs from the saved run's 0.0"):
+        na.run_rounds(SETTINGS, old, resume=True)
+    assert na.run_rounds({**SETTINGS, "train_drop": 0}, old, resume=True)["rounds"] == uninterrupted[0]["rounds"]
 
 
 @pytest.mark.parametrize("stops", [[(0, "train")], [(0, "probe"), (1, "train")], [(0, "adjust"), (1, "probe")]])
@@ -121,8 +141,6 @@ def test_adjust_refuses_to_overwrite_or_change_settings(tmp_path, uninterrupted)
 
 
 def test_run_method_netadjust_end_to_end(tmp_path, capsys):
-    import json
-
     from widthsearch.cli.main import main
 
     out = tmp_path / "run"

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=None, metavar="B", help=f"default {d['batch_size']}")
     parser.add_argument("--lr", type=float, default=None, help=f"default {d['lr']}")
     parser.add_argument("--seed", type=int, default=None, help="default 0")
+    parser.add_argument("--train-drop", type=float, default=None, metavar="P",
+                        help=f"channel dropout while training each round, ramped linearly over epochs and depth up to P "
+                        f"(default {d['train_drop']:g}, the paper's CIFAR setting; 0 = off)")
     parser.add_argument("--heldout-fraction", type=float, default=None, metavar="F",
                         help=f"training images held out for the FUR probe (default {d['heldout_fraction']})")
     g = parser.add_argument_group("FUR probe and adjustment (defaults: the official CIFAR settings)")
@@ -53,8 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 SETTING_KEYS = ("model", "data", "width_mult", "widen", "residual", "rounds", "epochs", "batch_size", "lr", "seed",
-                "heldout_fraction", "p0", "max_rate", "passes", "probe_images", "k0", "k_decay", "a_lr", "a_decay",
-                "floor", "threads", "device")
+                "train_drop", "heldout_fraction", "p0", "max_rate", "passes", "probe_images", "k0", "k_decay",
+                "a_lr", "a_decay", "floor", "threads", "device")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """Network Adjustment (Chen et al., CVPR 2020, arXiv 2004.02767): widen what pays, narrow what does not.
 
-Each round trains the network at its current widths, measures every unit's *FLOPs utilisation
+Each round trains the network at its current widths (with channel dropout ramped over epochs and
+depth, as the official code does), measures every unit's *FLOPs utilisation
 ratio* (FUR: how much the held-out loss rises when a unit loses channels, per FLOP removed) and
 moves channels from the least to the most useful units, then rescales all widths by one factor so
 the FLOPs stay those of the original network. The pieces here are pure functions over the core
@@ -10,7 +11,8 @@ Departures from the official code (danczs/NetworkAdjustment), each for a reason 
 docs/methods/netadjust.md: drop rates are clamped (the official rate can exceed 1); the FUR is
 measured on held-out training images *without* augmentation; FLOPs derivatives come from the exact
 cost model rather than a symbolic chain formula; residual blocks are untied through the core's
-zero-padded sums (``residual="pad"``).
+zero-padded sums (``residual="pad"``); the training-time channel dropout (``train_drop``) covers every
+unit, stem and projection shortcuts included.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from widthsearch.space import ChannelSpace, Supernet
 from widthsearch.io import write_json_atomic
 from widthsearch.methods.run_state import load_run_state
 from widthsearch.runfolder import folder_has_content
+from widthsearch.training.channel_dropout import check_drop_rate
 
 #: the official CIFAR schedule: k layers move per round (k0 decaying by k_decay per round), the
 #: i-th ranked layer moves a_i = max(a_lr - i * a_decay, 0) of its *original* width
@@ -251,6 +254,9 @@ ADJUST_DEFAULTS: dict = {
     "seed": 0,
     "heldout_fraction": 0.1,
     "probe_images": 5000,
+    # the official CIFAR command's --drop_rate: channel dropout while training each round, ramped
+    # over epochs and depth (widthsearch.training.channel_dropout); 0 trains without it
+    "train_drop": 0.05,
     "threads": None,
     "device": "auto",
     **DEFAULTS,
@@ -266,7 +272,9 @@ def _load_state(out: Path, settings: Mapping, resume: bool) -> dict | None:
     if not resume:
         return None
     # more rounds may be asked for when resuming: the rounds done stay what they were
-    return load_run_state(path, settings, version=STATE_VERSION, mutable=_RESUMABLE | {"rounds"})
+    # runs saved before --train-drop existed trained their rounds without channel dropout
+    return load_run_state(path, settings, version=STATE_VERSION, mutable=_RESUMABLE | {"rounds"},
+                          absent={"train_drop": 0.0})
 
 
 def _heldout_probe_set(data, images: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -303,6 +311,7 @@ def run_rounds(
     from widthsearch.space.config import save_config
 
     s = {**ADJUST_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    check_drop_rate(s["train_drop"])  # before any work, not when the first round starts training
     out = Path(out_dir)
     state = _load_state(out, s, resume)
     if state is not None and int(settings.get("rounds") or state["settings"]["rounds"]) < state["round"]:
@@ -381,7 +390,7 @@ def _train_network(config_path: Path, out: Path, *, resume: bool, progress: bool
     recipe = {"model": settings["model"], "data": settings["data"], "epochs": settings["epochs"],
               "batch_size": settings["batch_size"], "lr": settings["lr"], "seed": settings["seed"],
               "heldout_fraction": settings["heldout_fraction"], "threads": settings["threads"],
-              "device": settings["device"]}
+              "device": settings["device"], "train_drop": settings["train_drop"]}
     return train_network(recipe, out, channels=None if resume else config_path, resume=resume, progress=progress)
 
 
@@ -488,7 +497,8 @@ def _write_report(out: Path, s: Mapping, summary: Mapping, row: Mapping, test_im
         "# Network Adjustment run",
         "",
         f"Model `{s['model']}` on `{s['data']}`, residual policy `{summary['residual']}` ({summary['units']} units); "
-        f"{len(summary['rounds'])} rounds of {s['epochs']} epochs, each probing the FUR with {s['passes']} dropout passes "
+        f"{len(summary['rounds'])} rounds of {s['epochs']} epochs ({_train_drop_words(s['train_drop'])}), each "
+        f"probing the FUR with {s['passes']} dropout passes "
         f"on held-out training images; then the adjusted and the original network retrained for {s['retrain_epochs']} "
         f"epochs with the same recipe and seed {s['seed']}. Accuracies are on the {test_images} test images "
         "(one seed: a difference of one image is "
@@ -515,3 +525,9 @@ def _write_report(out: Path, s: Mapping, summary: Mapping, row: Mapping, test_im
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _train_drop_words(rate: float) -> str:
+    if not rate:
+        return "trained without channel dropout"
+    return f"trained with channel dropout ramped over epochs and depth up to {rate:g}"

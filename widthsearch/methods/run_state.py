@@ -10,19 +10,20 @@ from widthsearch.errors import UserError
 
 
 def load_run_state(path: Path, settings: Mapping[str, Any], *, version: int,
-                   mutable: Collection[str] = ()) -> dict | None:
+                   mutable: Collection[str] = (), absent: Mapping[str, Any] | None = None) -> dict | None:
     """The state saved at ``path`` for a resumed run, or None when there is none.
 
     A state of another format version, or one started with other ``settings`` (except the
     ``mutable`` ones, which do not change the computation), is refused with one line: a resumed
-    run must be the same run.
+    run must be the same run. ``absent`` gives the values that a setting added later had in effect
+    for states saved before it existed (they are filled in).
     """
     if not path.exists():
         return None
     state = json.loads(path.read_text())
     if state.get("version") != version:
         raise UserError(f"{path} was written by another version of widthsearch")
-    saved = state["settings"]
+    saved = state["settings"] = {**(absent or {}), **state["settings"]}
     for key, value in settings.items():
         if key == "data" and same_data_spec(value, saved.get(key)):  # one file, however spelled
             continue

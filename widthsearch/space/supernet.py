@@ -352,6 +352,13 @@ class Supernet:
             for handle in handles:
                 handle.remove()
 
+    def output_layers(self, unit: str) -> list[str]:
+        """Names of the layers whose outputs carry ``unit``'s channels: its batch norms (or its
+        producers when it has none), before any residual add -- where :meth:`masked` multiplies.
+        The names are module paths, valid in an export too (training-time channel dropout)."""
+        self.space.unit(unit)  # a one-line error for an unknown unit
+        return self._mask_points(unit)
+
     def _mask_points(self, unit: str) -> list[str]:
         root = self.space.root_of(unit)
         own = [name for name, rec in self._layers.items() if rec.out_desc == (Segment(root, self.space.unit(unit).max),)]

@@ -89,7 +89,10 @@ class EpochLoop:
     ``eval_fn() -> dict`` runs on rank 0 after every epoch and its values join the log row.
     ``states`` are further objects with ``state_dict()``/``load_state_dict()`` (a stateful training
     strategy, per-subnet BN statistics): saved under ``"states"`` in every checkpoint, restored by
-    :meth:`load`.
+    :meth:`load`. ``epoch_start(epoch)`` runs before each epoch's first step, after the epoch's
+    random streams are seeded and the model is in training mode (per-epoch settings such as a
+    dropout ramp derive from the epoch index there, so a resumed run sets them alike); the
+    entries of the dict it may return join the epoch's log row.
     """
 
     def __init__(
@@ -107,7 +110,9 @@ class EpochLoop:
         states: Mapping[str, Any] | None = None,
         progress: bool = False,
         echo: Callable[[str], None] | None = None,
+        epoch_start: Callable[[int], dict | None] | None = None,
     ) -> None:
+        self.epoch_start = epoch_start
         self.ctx, self.args, self.model, self.loader = ctx, args, model, loader
         self.step_fn, self.eval_fn = step_fn, eval_fn
         self.ckpt_path, self.ckpt_format, self.ckpt_extra = ckpt_path, ckpt_format, dict(ckpt_extra or {})
@@ -187,6 +192,7 @@ class EpochLoop:
             rng = random.Random(mix_seed(args["seed"], epoch, ctx.rank, 2))
             torch.manual_seed(mix_seed(args["seed"], epoch, ctx.rank, 3))
             self.model.train()
+            started = (self.epoch_start(epoch) or {}) if self.epoch_start is not None else {}
             t0 = time.perf_counter()
             loss_sums: list[float] = []
             correct = seen = 0
@@ -227,6 +233,7 @@ class EpochLoop:
                 "epoch": epoch + 1,
                 "loss": totals[0] / seen_all,
                 "train_acc": totals[-3] / seen_all,
+                **started,
             }
             if len(loss_sums) > 1:
                 row["other_loss"] = sum(totals[1:-3]) / (len(loss_sums) - 1) / seen_all

@@ -31,6 +31,7 @@ from widthsearch.errors import UserError
 from widthsearch.space.spec import SpaceSpec, build_space_model, build_supernet
 from widthsearch.space.subnet import Subnet
 from widthsearch.training.bn_sparsity import init_bn_weights
+from widthsearch.training.channel_dropout import TrainingChannelDropout, check_drop_rate
 from widthsearch.training.checkpoint import MODEL_FORMAT, load_checkpoint, load_state_checked
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import evaluate
@@ -53,8 +54,10 @@ __all__ = [
 CHECKPOINT_NAME = "model.pt"
 
 #: retraining's arguments beyond the recipe; ``net`` is set from the network chosen at the start:
-#: ``{"kind": "width", "width_mult": w}`` or ``{"kind": "config", "channels": {...}, "select": ...}``
-NETWORK_OPTIONS: dict[str, Any] = {"model": "tiny_cnn", "net": None, "residual": "tie"}
+#: ``{"kind": "width", "width_mult": w}`` or ``{"kind": "config", "channels": {...}, "select": ...}``;
+#: ``train_drop``: Network Adjustment's ramped channel dropout while training (0 = off, see
+#: :mod:`widthsearch.training.channel_dropout`)
+NETWORK_OPTIONS: dict[str, Any] = {"model": "tiny_cnn", "net": None, "residual": "tie", "train_drop": 0.0}
 
 
 def reinitialize(model: nn.Module) -> nn.Module:
@@ -214,6 +217,8 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
             raise UserError(f"--residual {residual} differs from the checkpoint's {spec.residual}")
     a["residual"] = spec.residual
     record_spec(a, spec)
+    # found before the seeding below: building the space's supernet draws random weights
+    drop_units = _dropout_units(spec) if check_drop_rate(a.get("train_drop") or 0.0) > 0 else None
     torch.manual_seed(a["seed"])
     model = build_network(spec, a["net"])
     torch.manual_seed(a["seed"])
@@ -221,6 +226,9 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
     init_bn_weights(model, a.get("bn_init"))  # after the reinitialisation, which resets them to 1
     model.to(ctx.device)
     flops, params = network_cost(model, spec.input_shape)
+    dropout = None
+    if drop_units is not None:
+        dropout = TrainingChannelDropout(model, drop_units, a["train_drop"], a["epochs"], a["seed"], ctx.rank)
 
     def step(xb, yb, rng):
         return plain_step(model, xb, yb, label_smoothing=a["label_smoothing"])
@@ -242,7 +250,13 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
         }
 
     return Job(model=model, step=step, evaluate_epoch=evaluate_epoch, summarize=summarize,
-               ckpt_extra={"space": spec.to_dict()})
+               ckpt_extra={"space": spec.to_dict()}, start_epoch=dropout.start_epoch if dropout else None)
+
+
+def _dropout_units(spec: SpaceSpec) -> dict[str, list[str]]:
+    """Every unit of the space in network order, with the layers of the static net that output it."""
+    supernet, _ = build_supernet(spec)
+    return {unit.name: supernet.output_layers(unit.name) for unit in supernet.space.units}
 
 
 NETWORK_TRAINING = TrainingKind(

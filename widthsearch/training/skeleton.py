@@ -35,7 +35,8 @@ class Job:
     ``model`` is the module the optimizer trains (``net.model`` for a supernet); ``step(x, y, rng)``
     does one step's forward/backward passes; ``evaluate_epoch()`` scores the model on rank 0 after
     every epoch; ``states`` are saved in every checkpoint and restored on resume; ``summarize(loop,
-    last_row)`` gives the run's own entries of the result; ``ckpt_extra`` joins every checkpoint.
+    last_row)`` gives the run's own entries of the result; ``ckpt_extra`` joins every checkpoint;
+    ``start_epoch(epoch)`` runs before every epoch (see :class:`EpochLoop`).
     """
 
     model: nn.Module
@@ -44,6 +45,7 @@ class Job:
     summarize: Callable[[EpochLoop, dict], dict] = lambda loop, last: {}
     states: dict[str, Any] = field(default_factory=dict)
     ckpt_extra: dict[str, Any] = field(default_factory=dict)
+    start_epoch: Callable[[int], dict | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ def run_training(
         loop = EpochLoop(
             ctx=ctx, args=a, model=job.model, loader=loader, step_fn=job.step, eval_fn=job.evaluate_epoch,
             ckpt_path=ckpt_path, ckpt_format=kind.format, ckpt_extra=job.ckpt_extra, states=job.states,
-            progress=progress, echo=echo,
+            progress=progress, echo=echo, epoch_start=job.start_epoch,
         )
         if ckpt is not None:
             loop.load(ckpt)
