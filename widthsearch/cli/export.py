@@ -55,7 +55,7 @@ def _supernet_and_meta(args: argparse.Namespace, ckpt: dict, path: Path):
             calib = calibration_batches(data.train.x, seed=data.seed)
         return net, meta, calib
     if not args.model:
-        raise UserError(f"{path} is a plain state_dict: say which zoo model it belongs to with --model")
+        raise UserError(f"{path} is a plain state_dict: say which model it belongs to with --model")
     state = ckpt.get("state_dict", ckpt.get("model", ckpt))
     net, spec = build_supernet(model_spec(args))
     try:
@@ -63,7 +63,7 @@ def _supernet_and_meta(args: argparse.Namespace, ckpt: dict, path: Path):
     except RuntimeError as exc:
         raise UserError(f"{path} does not fit {args.model}: {str(exc).splitlines()[0]}") from None
     meta = {"model": args.model, "width_mult": args.width_mult, "input_shape": list(spec.input_shape),
-            "num_classes": args.num_classes or model_info(args.model)["num_classes"], "groups": args.groups,
+            "num_classes": spec.num_classes or model_info(args.model)["num_classes"], "groups": args.groups,
             "space": spec.to_dict()}
     return net, meta, None
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from widthsearch.errors import UserError
+from widthsearch.models.user import require_width_mult
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
 from widthsearch.space import Supernet
 from widthsearch.formatting import format_count
@@ -45,6 +46,7 @@ def greedy_search(
 # ---- the whole method: supernet -> greedy search -> retraining -> report ------------------------
 RUN_DEFAULTS: dict[str, Any] = {
     "model": "tiny_cnn",
+    "model_kwargs": None,  # keyword arguments of a user's model factory
     "data": "digits",
     "width_mult": 1.0,
     "groups": 10,
@@ -78,6 +80,7 @@ def run_autoslim(
     from widthsearch.training.evaluate import supernet_evaluator
 
     s = {**RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    require_width_mult(s["model"], "the uniform-width baselines of the retraining")  # before hours of training
     out = prepare_run_folder(out_dir, resume)
     net, meta = supernet_stage(s, out, {"strategy": "autoslim"}, resume=resume, progress=progress, echo=echo)
     targets = [f"flops={float(t):g}" for t in s["targets"]]
@@ -116,7 +119,8 @@ def supernet_stage(s: Mapping[str, Any], out: Path, extra: Mapping[str, Any], *,
     echo(f"[1/3] supernet ({extra.get('strategy', 'autoslim')}): {s['model']} x{s['width_mult']} on {s['data']}, "
          f"{s['epochs']} epochs")
     supernet_args = {
-        "model": s["model"], "data": s["data"], "width_mult": s["width_mult"], "groups": s["groups"],
+        "model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"], "width_mult": s["width_mult"],
+        "groups": s["groups"],
         "epochs": s["epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": s["seed"],
         "threads": s["threads"], "device": s["device"], **extra,
     }
@@ -130,7 +134,7 @@ def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, 
     """Retrain every found config and the uniform-width net of its FLOPs with one recipe and seed."""
     from widthsearch.training.retrain import train_network
 
-    recipe = {"model": s["model"], "data": s["data"], "epochs": s["retrain_epochs"], "batch_size": s["batch_size"],
+    recipe = {"model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"], "epochs": s["retrain_epochs"], "batch_size": s["batch_size"],
               "lr": s["lr"], "seed": s["seed"], "threads": s["threads"], "device": s["device"]}
     rows = []
     for i, entry in enumerate(found):

@@ -164,12 +164,14 @@ def run_bcnet(
     """BCNet end to end in ``out_dir``: a ``--strategy bcnet`` supernet, one prior-seeded evolution
     per FLOPs target scored bilaterally (``search/<target>/``), retraining of every found config
     and of the uniform net of its FLOPs, ``report.md``. Every stage resumes after a kill."""
+    from widthsearch.models.user import require_width_mult
     from widthsearch.methods.autoslim import RUN_DEFAULTS as COMMON, prepare_run_folder, retrain_stage, \
         supernet_stage, write_report
     from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
     from widthsearch.training.evaluate import supernet_evaluator
 
     s = {**COMMON, **RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    require_width_mult(s["model"], "the uniform-width baselines of the retraining")  # before hours of training
     out = prepare_run_folder(out_dir, resume)
     net, meta = supernet_stage(s, out, {"strategy": "bcnet"}, resume=resume, progress=progress, echo=echo)
     align = s.get("align") or "both"
