@@ -79,6 +79,9 @@ def instance_name(module: nn.Module) -> str:
 def unknown_model_error(name: object) -> UserError:
     from . import MODEL_NAMES
 
+    if not isinstance(name, str):  # an object's repr may span many lines: name its type only
+        return UserError(f"a model must be named here (a zoo name or an import spec package.module:factory), not "
+                         f"given as a {type(name).__name__}; train_supernet and load_supernet take nn.Module instances")
     return UserError(
         f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}; or your own model as "
         "package.module:factory or path/to/file.py:factory"
