@@ -50,8 +50,8 @@ def add_residual_argument(parser: argparse.ArgumentParser, default: str | None =
 def add_model_arg_argument(parser: argparse.ArgumentParser) -> None:
     """``--model-arg k=v`` (repeatable): keyword arguments of a user's model factory."""
     parser.add_argument("--model-arg", action="append", default=None, metavar="K=V", dest="model_arg",
-                        help="keyword argument of the model's factory (zoo models: those of docs/models.md), value read as YAML (3, 0.5, true, text); repeat "
-                        "for several")
+                        help="keyword argument of the model's factory (zoo models: those of docs/models.md), value "
+                        "read as YAML (3, 0.5, true, text); repeat for several")
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:

@@ -64,7 +64,8 @@ def _targets(text: str | None) -> tuple[float, ...] | None:
 def run(args: argparse.Namespace) -> int:
     run_method = method(args.method)  # an unknown name fails before anything is read or written
     settings = {
-        "model": args.model, "model_kwargs": model_kwargs(args), "data": args.data, "width_mult": args.width_mult, "groups": args.groups,
+        "model": args.model, "model_kwargs": model_kwargs(args), "data": args.data, "width_mult": args.width_mult,
+        "groups": args.groups,
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
         "threads": args.threads, "device": args.device, "rounds": args.rounds, "align": args.align,

@@ -61,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if args.model is None and not args.resume:
         raise UserError("--model is required (unless --resume continues a checkpoint)")
     values = recipe_values(args)
-    values.update(model=args.model, model_kwargs=model_kwargs(args), strategy=args.strategy, width_mult=args.width_mult, groups=args.groups,
-                  residual=args.residual, num_samples=args.num_samples, calib_images=args.calib_images,
-                  full_every=args.full_every, min_bins=args.min_bins)
+    values.update(model=args.model, model_kwargs=model_kwargs(args), strategy=args.strategy,
+                  width_mult=args.width_mult, groups=args.groups, residual=args.residual, num_samples=args.num_samples,
+                  calib_images=args.calib_images, full_every=args.full_every, min_bins=args.min_bins)
     progress, echo = reporting(args)
     result = train_supernet(values, args.out, resume=args.resume, progress=progress,
                             stop_after=args.stop_after, echo=echo)

@@ -134,7 +134,8 @@ def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, 
     """Retrain every found config and the uniform-width net of its FLOPs with one recipe and seed."""
     from widthsearch.training.retrain import train_network
 
-    recipe = {"model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"], "epochs": s["retrain_epochs"], "batch_size": s["batch_size"],
+    recipe = {"model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"],
+              "epochs": s["retrain_epochs"], "batch_size": s["batch_size"],
               "lr": s["lr"], "seed": s["seed"], "threads": s["threads"], "device": s["device"]}
     rows = []
     for i, entry in enumerate(found):

@@ -426,7 +426,8 @@ def _write_outputs(out: Path, state: Mapping, space: ChannelSpace, spec, s: Mapp
 
 # ---- the whole method: rounds -> retrain the adjusted and the original network -> report -------------
 RUN_DEFAULTS: dict = {"rounds": 3, "epochs": 8, "retrain_epochs": 8}
-_RUN_KEYS = ("model", "model_kwargs", "data", "width_mult", "rounds", "epochs", "batch_size", "lr", "seed", "threads", "device")
+_RUN_KEYS = ("model", "model_kwargs", "data", "width_mult", "rounds", "epochs", "batch_size", "lr", "seed", "threads",
+             "device")
 
 
 def run_netadjust(

@@ -126,7 +126,8 @@ def _import_module(where: str, spec: str):
         return importlib.import_module(where)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (where == exc.name or where.startswith(exc.name + ".")):
-            raise UserError(f"--model {spec}: no module named {where!r} (not installed, not in {os.getcwd()})") from None
+            raise UserError(f"--model {spec}: no module named {where!r} (not installed, not in {os.getcwd()})"
+                            ) from None
         raise UserError(f"--model {spec}: importing {where} failed: {_one_line(exc)}") from None
     except Exception as exc:
         raise UserError(f"--model {spec}: importing {where} failed: {_one_line(exc)}") from None

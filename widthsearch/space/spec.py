@@ -101,7 +101,8 @@ class SpaceSpec:
             from widthsearch.models.user import is_zoo_model
 
             if not is_zoo_model(self.model):
-                raise UserError(f"--input CxHxW is required for {self.model}: only zoo models have a default input shape")
+                raise UserError(f"--input CxHxW is required for {self.model}: only zoo models have a default "
+                                "input shape")
             shape = tuple(model_info(self.model)["input_shape"])
         else:
             shape = tuple(self.input_shape)

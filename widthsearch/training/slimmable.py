@@ -146,12 +146,13 @@ def train_supernet(args: Mapping[str, Any] | None, out_dir: str | Path, *,
     ``"package.module:factory"`` / ``"file.py:factory"`` (``args["model_kwargs"]`` are the factory's
     keyword arguments), an importable factory, or an ``nn.Module`` instance. A copy of an instance is
     trained (the instance is left as it is) and the checkpoint records only its class name:
-    resuming or :func:`load_supernet` then needs the same module passed again. Every step trains the terms of the strategy (``autoslim``: max, min and
-    ``num_samples - 2`` random configs, each unit drawn independently; inplace distillation from
-    the max config). ``run_options`` are those of :func:`~widthsearch.training.skeleton.run_training`
-    (``resume``, ``progress``, ``stop_after``: end this call after that many epochs, ``echo``).
-    Returns a summary dict (also written to ``out_dir/result.json``). Under ``torchrun`` each
-    process trains on its shard with its own sampled configs; only rank 0 writes.
+    resuming or :func:`load_supernet` then needs the same module passed again. Every step trains
+    the terms of the strategy (``autoslim``: max, min and ``num_samples - 2`` random configs, each
+    unit drawn independently; inplace distillation from the max config). ``run_options`` are those
+    of :func:`~widthsearch.training.skeleton.run_training` (``resume``, ``progress``,
+    ``stop_after``: end this call after that many epochs, ``echo``). Returns a summary dict (also
+    written to ``out_dir/result.json``). Under ``torchrun`` each process trains on its shard with
+    its own sampled configs; only rank 0 writes.
     """
     args, kind = dict(args or {}), SUPERNET_TRAINING
     name, instance = model_source(model if model is not None else args.get("model"))
