@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from widthsearch.cli.common import check_counts
+from widthsearch.cli.common import MODEL_HELP, add_model_arg_argument, check_counts, model_kwargs
 from widthsearch.cli.main import print_json
 from widthsearch.data import DATA_HELP
 from widthsearch.methods.netadjust import ADJUST_DEFAULTS
@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "channels to the top units and take them from the bottom ones, rescale to the original FLOPs. "
         "Resumable after a kill at any point.",
     )
-    parser.add_argument("--model", default=None, metavar="M", help=f"zoo model (default {d['model']})")
+    parser.add_argument("--model", default=None, metavar="M", help=f"{MODEL_HELP} (default {d['model']})")
+    add_model_arg_argument(parser)
     parser.add_argument("--data", default=None, metavar="SPEC", help=f"{DATA_HELP} (default {d['data']})")
     parser.add_argument("--width-mult", type=float, default=None, metavar="X", help="the original network's width (default 1.0)")
     parser.add_argument("--widen", type=float, default=None, metavar="W",
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = {key: getattr(args, key) for key in SETTING_KEYS}
     check_counts(settings, ("rounds", "epochs", "batch_size", "passes", "probe_images", "floor", "threads"))
+    settings["model_kwargs"] = model_kwargs(args)
     echo = None if args.json else (lambda line: print(line, flush=True))
     summary = run_rounds(settings, args.out, resume=args.resume, progress=not args.json, echo=echo)
     if args.json:

@@ -3,16 +3,26 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from widthsearch.errors import UserError
 from widthsearch.models import MODEL_NAMES, model_info
+from widthsearch.models.user import RESERVED_KWARGS, is_import_spec, is_zoo_model, unknown_model_error
 from widthsearch.space.analysis import RESIDUAL_POLICIES
 from widthsearch.space.spec import SpaceSpec
 from widthsearch.formatting import parse_shape
 
 
+#: how --model is described in every command's help
+MODEL_HELP = (f"zoo model ({', '.join(MODEL_NAMES)}) or your own: package.module:factory or path/to/file.py:factory, "
+              "any callable returning an nn.Module")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    parser.add_argument("--model", required=required, metavar="M", help=f"zoo model: {', '.join(MODEL_NAMES)}")
+    parser.add_argument("--model", required=required, metavar="M", help=MODEL_HELP)
+    add_model_arg_argument(parser)
     parser.add_argument("--width-mult", type=float, default=1.0, metavar="X", help="width multiplier (default 1.0)")
     parser.add_argument("--num-classes", type=int, default=None, metavar="N", help="classes (default: the model's)")
     parser.add_argument("--input", default=None, metavar="CxHxW", help="input shape (default: the model's)")
@@ -37,8 +47,54 @@ def add_residual_argument(parser: argparse.ArgumentParser, default: str | None =
                         "zero-padded sums")
 
 
+def add_model_arg_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model-arg k=v`` (repeatable): keyword arguments of a user's model factory."""
+    parser.add_argument("--model-arg", action="append", default=None, metavar="K=V", dest="model_arg",
+                        help="keyword argument of the model's factory (zoo models: those of docs/models.md), value "
+                        "read as YAML (3, 0.5, true, text); repeat for several")
+
+
+def model_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``--model-arg`` values as a dict (None when none was given)."""
+    items = getattr(args, "model_arg", None)
+    if not items:
+        return None
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise UserError(f"--model-arg {item!r}: expected NAME=VALUE, e.g. width=16")
+        if key in RESERVED_KWARGS:
+            raise UserError(f"--model-arg may not set {key}: use --{key.replace('_', '-')}")
+        if key in kwargs:
+            raise UserError(f"--model-arg {key} given twice")
+        kwargs[key] = _yaml_scalar(item, text)
+    return kwargs
+
+
+def _yaml_scalar(item: str, text: str) -> Any:
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text  # not valid YAML: the text itself
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, list) and all(isinstance(v, (bool, int, float, str)) for v in value):
+        return value
+    raise UserError(f"--model-arg {item!r}: the value must be a number, true/false, text or a list of those")
+
+
 def input_shape(args: argparse.Namespace) -> tuple[int, ...]:
-    """The ``--input`` shape (default: the model's), checked against the model's image channels."""
+    """The ``--input`` shape (default: the model's), checked against the model's image channels.
+
+    A user's model has no default: ``--input`` is required (its first run checks the shape)."""
+    if not is_zoo_model(args.model):
+        if not is_import_spec(args.model):
+            raise unknown_model_error(args.model)
+        if not args.input:
+            raise UserError(f"--input CxHxW is required for {args.model}: only zoo models have a default input shape")
+        return parse_shape(args.input)
     info = model_info(args.model)
     default = tuple(info["input_shape"])
     shape = parse_shape(args.input) if args.input else default
@@ -53,6 +109,7 @@ def model_spec(args: argparse.Namespace) -> SpaceSpec:
     return SpaceSpec(
         args.model, float(args.width_mult), num_classes=args.num_classes, input_shape=input_shape(args),
         groups=args.groups, divisor=args.divisor, round_to=args.round_to, residual=args.residual or "tie",
+        model_kwargs=model_kwargs(args) or {},
     )
 
 

@@ -62,14 +62,14 @@ def _supernet_and_meta(args: argparse.Namespace, ckpt: dict, path: Path):
     if None not in names and len({(get_preset(n).model, get_preset(n).width_mult) for n in names}) == 1:
         spec = preset_model_spec(args, args.channels[0])  # presets name the model and width of their weights
     elif not args.model:
-        raise UserError(f"{path} is a plain state_dict: say which zoo model it belongs to with --model")
+        raise UserError(f"{path} is a plain state_dict: say which model it belongs to with --model")
     else:
         spec = model_spec(args)
     state = ckpt.get("state_dict", ckpt.get("model", ckpt))
     net, spec = build_supernet(spec)
     load_state_checked(net.model, state, f"{path} (for {spec.model})")
     meta = {"model": spec.model, "width_mult": spec.width_mult, "input_shape": list(spec.input_shape),
-            "num_classes": args.num_classes or model_info(spec.model)["num_classes"], "groups": spec.groups,
+            "num_classes": spec.num_classes or model_info(spec.model)["num_classes"], "groups": spec.groups,
             "space": spec.to_dict()}
     return net, meta, None
 

@@ -7,7 +7,7 @@ import argparse
 import sys
 import time
 
-from widthsearch.cli.common import check_counts
+from widthsearch.cli.common import MODEL_HELP, add_model_arg_argument, check_counts, model_kwargs
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
 from widthsearch.methods import METHODS, method
@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("run", help="a method end to end (AutoSlim: supernet, greedy search, retraining, report)")
     parser.add_argument("--method", default="autoslim", metavar="NAME",
                         help=f"method: {', '.join(METHODS)} (default autoslim)")
-    parser.add_argument("--model", default=None, metavar="M", help=f"zoo model (default {d['model']})")
+    parser.add_argument("--model", default=None, metavar="M", help=f"{MODEL_HELP} (default {d['model']})")
+    add_model_arg_argument(parser)
     parser.add_argument("--data", default=None, metavar="SPEC", help=f"data set (default {d['data']})")
     parser.add_argument("--width-mult", type=float, default=None, metavar="X", help="supernet width (default 1.0; spnet: bases at 0.75X and X)")
     parser.add_argument("--groups", type=int, default=None, metavar="G", help=f"groups per unit (default {d['groups']})")
@@ -90,7 +91,8 @@ _COUNTS = ("epochs", "retrain_epochs", "groups", "batch_size", "search_images", 
 def run(args: argparse.Namespace) -> int:
     run_method = method(args.method)  # an unknown name fails before anything is read or written
     settings = {
-        "model": args.model, "data": args.data, "width_mult": args.width_mult, "groups": args.groups,
+        "model": args.model, "model_kwargs": model_kwargs(args), "data": args.data, "width_mult": args.width_mult,
+        "groups": args.groups,
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "seeds": _seeds(args.seeds), "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
         "threads": args.threads, "device": args.device, "rounds": args.rounds, "align": args.align,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from widthsearch.cli.common import check_counts
+from widthsearch.cli.common import MODEL_HELP, add_model_arg_argument, check_counts, model_kwargs
 from widthsearch.cli.main import print_json
 from widthsearch.data import DATA_HELP
 from widthsearch.formatting import format_count
@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "every sub-network is a prefix of its weights (units joined by zero padding keep masks instead); fine-tune "
         "the sub-networks jointly from it; export them as static nets. Resumable after a kill at any point.",
     )
-    parser.add_argument("--model", default=None, metavar="M", help=f"zoo model (default {d['model']})")
+    parser.add_argument("--model", default=None, metavar="M", help=f"{MODEL_HELP} (default {d['model']})")
+    add_model_arg_argument(parser)
     parser.add_argument("--data", default=None, metavar="SPEC", help=f"{DATA_HELP} (default {d['data']})")
     parser.add_argument("--bases", default=None, metavar="W,W",
                         help="width multipliers of the bases (default 0.75,1.0, SP-Net's for ResNets)")
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = {key: getattr(args, key) for key in SETTING_KEYS}
     check_counts(settings, ("base_epochs", "finetune_epochs", "batch_size", "calib_images", "threads"))
+    settings["model_kwargs"] = model_kwargs(args)
     settings["bases"] = parse_bases(args.bases) if args.bases is not None else None
     settings["targets"] = parse_targets(args.targets) if args.targets is not None else None
     echo = None if args.json else (lambda line: print(line, flush=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from widthsearch.cli.common import add_residual_argument
+from widthsearch.cli.common import MODEL_HELP, add_model_arg_argument, add_residual_argument, model_kwargs
 from widthsearch.cli.main import print_json
 from widthsearch.errors import UserError
 from widthsearch.training.recipe import add_recipe_arguments, recipe_values
@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the min and random configs (sandwich rule) with inplace distillation from the max config. "
         "Under torchrun, every process samples its own configs.",
     )
-    parser.add_argument("--model", default=None, metavar="M", help="zoo model (required unless --resume)")
+    parser.add_argument("--model", default=None, metavar="M", help=f"{MODEL_HELP} (required unless --resume)")
+    add_model_arg_argument(parser)
     parser.add_argument("--strategy", default=None, choices=sorted(STRATEGIES),
                         help="autoslim: sandwich rule + inplace distillation (default); sandwich: same configs, labels "
                         "only; bcnet: left and right sub-networks at 1/2 CE each, complementary widths, loss records; "
@@ -63,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples is not None and not args.resume:  # before any data is read
         check_num_samples(args.strategy or "autoslim", args.num_samples)
     values = recipe_values(args)
-    values.update(model=args.model, strategy=args.strategy, width_mult=args.width_mult, groups=args.groups,
-                  residual=args.residual, num_samples=args.num_samples, calib_images=args.calib_images,
-                  full_every=args.full_every, min_bins=args.min_bins)
+    values.update(model=args.model, model_kwargs=model_kwargs(args), strategy=args.strategy,
+                  width_mult=args.width_mult, groups=args.groups, residual=args.residual, num_samples=args.num_samples,
+                  calib_images=args.calib_images, full_every=args.full_every, min_bins=args.min_bins)
     progress, echo = reporting(args)
     result = train_supernet(values, args.out, resume=args.resume, progress=progress,
                             stop_after=args.stop_after, echo=echo)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from widthsearch.cli.common import add_residual_argument
+from widthsearch.cli.common import MODEL_HELP, add_model_arg_argument, add_residual_argument, model_kwargs
 from widthsearch.cli.main import print_json
 from widthsearch.cli.supernet import is_main_process, reporting
 from widthsearch.errors import UserError
@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--kd-weight x distillation from it + (1 - --kd-weight) x labels; each keeps its own BN statistics "
         "and `widthsearch export --checkpoint joint.pt` splits them into static nets.",
     )
-    parser.add_argument("--model", default=None, metavar="M", help="zoo model (required unless --resume or --channels)")
+    parser.add_argument("--model", default=None, metavar="M",
+                        help=f"{MODEL_HELP} (required unless --resume or --channels)")
+    add_model_arg_argument(parser)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--channels", nargs="+", default=None, metavar="CFG.yaml",
                        help="channel config(s) written by search, or preset:NAME (`widthsearch space --presets`); "
@@ -56,6 +58,8 @@ def _is_joint(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> int:
     progress, echo = reporting(args)
     values = {**recipe_values(args), "model": args.model, "residual": args.residual}
+    if args.model_arg and args.channels:
+        raise UserError("--model-arg does not apply with --channels: the config's space records the model's arguments")
     if _is_joint(args):
         from widthsearch.training.joint import train_joint
 
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         values["model"] = _model_of(channels)
     elif args.model is None and not args.resume:
         raise UserError("--model is required (unless --channels names it or --resume continues a checkpoint)")
+    values["model_kwargs"] = model_kwargs(args)
     flops = parse_count(args.uniform_flops) if args.uniform_flops is not None else None
     result = train_network(values, args.out, channels=channels, uniform_flops=flops, width_mult=args.width_mult,
                            resume=args.resume, progress=progress, stop_after=args.stop_after, echo=echo)

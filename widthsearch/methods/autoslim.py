@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_text_atomic
 from widthsearch.methods.comparison import compare_networks
+from widthsearch.models.user import require_width_mult
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
 from widthsearch.runfolder import check_folder, folder_has_content
 from widthsearch.space import Supernet
@@ -48,6 +49,7 @@ def greedy_search(
 # ---- the whole method: supernet -> greedy search -> retraining -> report ------------------------
 RUN_DEFAULTS: dict[str, Any] = {
     "model": "tiny_cnn",
+    "model_kwargs": None,  # keyword arguments of a user's model factory
     "data": "digits",
     "width_mult": 1.0,
     "groups": 10,
@@ -84,6 +86,7 @@ def run_autoslim(
 
     s = {**RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
     s["seeds"] = check_seeds(s["seeds"])  # a bad list fails before any training
+    require_width_mult(s["model"], "the uniform-width baselines of the retraining")  # before hours of training
     out = prepare_run_folder(out_dir, resume)
     net, meta = supernet_stage(s, out, {"strategy": "autoslim"}, resume=resume, progress=progress, echo=echo)
     targets = [f"flops={float(t):g}" for t in s["targets"]]
@@ -123,7 +126,8 @@ def supernet_stage(s: Mapping[str, Any], out: Path, extra: Mapping[str, Any], *,
     echo(f"[1/3] supernet ({extra.get('strategy', 'autoslim')}): {s['model']} x{s['width_mult']} on {s['data']}, "
          f"{s['epochs']} epochs")
     supernet_args = {
-        "model": s["model"], "data": s["data"], "width_mult": s["width_mult"], "groups": s["groups"],
+        "model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"], "width_mult": s["width_mult"],
+        "groups": s["groups"],
         "epochs": s["epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": s["seed"],
         "threads": s["threads"], "device": s["device"], **extra,
     }
@@ -152,7 +156,7 @@ def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, 
              f"{','.join(map(str, seeds))}")
         searched, uniform = [], []
         for seed in seeds:
-            recipe = {"model": s["model"], "data": s["data"], "epochs": s["retrain_epochs"],
+            recipe = {"model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"], "epochs": s["retrain_epochs"],
                       "batch_size": s["batch_size"], "lr": s["lr"], "seed": seed, "threads": s["threads"],
                       "device": s["device"]}
             searched.append(_retrain(recipe, out / "retrain" / entry["target"] / f"seed-{seed}", resume, progress,

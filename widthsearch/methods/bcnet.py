@@ -165,6 +165,7 @@ def run_bcnet(
     per FLOPs target scored bilaterally (``search/<target>/``), retraining of every found config
     and of the uniform net of its FLOPs under every seed, ``report.md`` and ``report.json``. Every
     stage resumes after a kill."""
+    from widthsearch.models.user import require_width_mult
     from widthsearch.methods.autoslim import RUN_DEFAULTS as COMMON, check_seeds, prepare_run_folder, \
         retrain_stage, supernet_stage, write_report
     from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
@@ -172,6 +173,7 @@ def run_bcnet(
 
     s = {**COMMON, **RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
     s["seeds"] = check_seeds(s["seeds"])  # a bad list fails before any training
+    require_width_mult(s["model"], "the uniform-width baselines of the retraining")  # before hours of training
     out = prepare_run_folder(out_dir, resume)
     net, meta = supernet_stage(s, out, {"strategy": "bcnet"}, resume=resume, progress=progress, echo=echo)
     align = s.get("align") or "both"

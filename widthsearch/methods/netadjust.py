@@ -243,6 +243,7 @@ def fur_stability(increases: Mapping[str, Sequence[float]]) -> float | None:
 
 ADJUST_DEFAULTS: dict = {
     "model": "tiny_cnn",
+    "model_kwargs": None,  # keyword arguments of a user's model factory
     "data": "digits",
     "width_mult": 1.0,
     "widen": 2.0,
@@ -318,7 +319,8 @@ def run_rounds(
         raise UserError(f"the saved run already did {state['round']} rounds, more than --rounds {settings['rounds']}")
     data = load_data(s["data"], s["heldout_fraction"], s["seed"], augment="none")
     spec = SpaceSpec(s["model"], float(s["width_mult"]), int(data.num_classes), tuple(data.input_shape),
-                     groups=None, divisor=1, residual=s["residual"], widen=float(s["widen"]))
+                     groups=None, divisor=1, residual=s["residual"], widen=float(s["widen"]),
+                     model_kwargs=dict(s["model_kwargs"] or {}))
     net, spec = build_supernet(spec)
     space = net.space
     original = space.default_config()
@@ -434,7 +436,8 @@ def _write_outputs(out: Path, state: Mapping, space: ChannelSpace, spec, s: Mapp
 
 # ---- the whole method: rounds -> retrain the adjusted and the original network -> report -------------
 RUN_DEFAULTS: dict = {"rounds": 3, "epochs": 8, "retrain_epochs": 8}
-_RUN_KEYS = ("model", "data", "width_mult", "rounds", "epochs", "batch_size", "lr", "seed", "threads", "device")
+_RUN_KEYS = ("model", "model_kwargs", "data", "width_mult", "rounds", "epochs", "batch_size", "lr", "seed", "threads",
+             "device")
 
 
 def run_netadjust(

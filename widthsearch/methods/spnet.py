@@ -141,6 +141,7 @@ UNIFORM_TARGETS = (0.5, 0.75, 1.0)
 
 SPNET_DEFAULTS: dict[str, Any] = {
     "model": "tiny_cnn",
+    "model_kwargs": None,  # keyword arguments of a user's model factory
     "data": "digits",
     "bases": (0.75, 1.0),  # SP-Net's bases for ResNets
     "targets": None,  # None: UNIFORM_TARGETS; numbers in (0, 1]: fractions of the largest base's FLOPs
@@ -254,8 +255,8 @@ class _Plan:
         self.data = load_data(s["data"], s["heldout_fraction"], s["seed"], augment="none")
 
         def spec(width: float) -> SpaceSpec:  # every channel count is allowed: pruning sets them freely
-            return spec_for_data(SpaceSpec(s["model"], float(width), groups=None, divisor=1,
-                                           residual=s["residual"]), self.data)
+            return spec_for_data(SpaceSpec(s["model"], float(width), groups=None, divisor=1, residual=s["residual"],
+                                           model_kwargs=dict(s["model_kwargs"] or {})), self.data)
 
         def flops(width: float) -> int:
             return network_cost(build_space_model(spec(width)), self.data.input_shape)[0]
@@ -357,8 +358,8 @@ def _flops_text(value: float) -> str:
 def _train_base(s: Mapping[str, Any], folder: Path, width: float, progress: bool, echo) -> dict[str, Any]:
     from widthsearch.training.retrain import train_network
 
-    recipe = {k: s[k] for k in ("model", "data", "batch_size", "lr", "seed", "heldout_fraction", "threads", "device",
-                                "bn_l1", "bn_init")}
+    recipe = {k: s[k] for k in ("model", "model_kwargs", "data", "batch_size", "lr", "seed", "heldout_fraction",
+                                "threads", "device", "bn_l1", "bn_init")}
     again = (folder / "model.pt").exists()  # a killed base training continues from its checkpoint
     result = train_network({**recipe, "epochs": s["base_epochs"]}, folder, width_mult=None if again else width,
                            resume=again, progress=progress, echo=echo)

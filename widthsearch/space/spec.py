@@ -20,7 +20,12 @@ __all__ = ["SpaceSpec", "build_supernet", "build_space_model"]
 
 @dataclass(frozen=True)
 class SpaceSpec:
-    """How a channel space is built from a zoo model.
+    """How a channel space is built from a model.
+
+    ``model`` is a zoo name, a user's import spec (``package.module:factory``, ``file.py:factory``;
+    ``model_kwargs`` are then the factory's keyword arguments) or ``"<module.Class instance>"`` for
+    a space built from an ``nn.Module`` instance, which rebuilds only when that module is given
+    again (:mod:`widthsearch.models.user`).
 
     ``width_mult`` is the model as the user means it; ``widen`` builds the supernet that much wider
     (Network Adjustment grows layers beyond the default; BCNetV2's enlarged supernet) and the units'
@@ -93,7 +98,11 @@ class SpaceSpec:
     def example_input(self, batch: int = 2) -> torch.Tensor:
         if self.input_shape is None:
             from widthsearch.models import model_info
+            from widthsearch.models.user import is_zoo_model
 
+            if not is_zoo_model(self.model):
+                raise UserError(f"--input CxHxW is required for {self.model}: only zoo models have a default "
+                                "input shape")
             shape = tuple(model_info(self.model)["input_shape"])
         else:
             shape = tuple(self.input_shape)
@@ -101,11 +110,33 @@ class SpaceSpec:
 
 
 def build_space_model(spec: SpaceSpec, width_mult: float | None = None):
-    """The zoo model of ``spec`` at ``width_mult`` (default: the physical ``width_mult * widen``)."""
+    """The model of ``spec`` at ``width_mult`` (default: the physical ``width_mult * widen``).
+
+    A zoo name is built by :func:`~widthsearch.models.build_model`; an import spec by calling the
+    user's factory, then run once on the spec's input to check it (see :mod:`widthsearch.models.user`).
+    """
+    return _build_model(spec, width_mult)[0]
+
+
+def _build_model(spec: SpaceSpec, width_mult: float | None = None, model=None):
+    """``(model, outputs per image or None)``; a user's model (``model``, or its factory's) is checked."""
     from widthsearch.models import build_model
+    from widthsearch.models.user import build_user_model, check_output, instance_name, is_instance_name, is_zoo_model
 
     width = spec.width_mult * spec.widen if width_mult is None else width_mult
-    return build_model(spec.model, num_classes=spec.num_classes, width_mult=width, **dict(spec.model_kwargs))
+    if is_zoo_model(spec.model):
+        if model is None:
+            model = build_model(spec.model, num_classes=spec.num_classes, width_mult=width, **dict(spec.model_kwargs))
+        return model, None
+    if model is None:
+        model = build_user_model(spec.model, num_classes=spec.num_classes, width_mult=width, kwargs=spec.model_kwargs)
+    elif is_instance_name(spec.model):
+        if instance_name(model) != spec.model:
+            raise UserError(f"this space was built from a {spec.model[1:]}, not from a {instance_name(model)[1:]}")
+        if width != 1.0:
+            raise UserError(f"an nn.Module instance is used as it is: width x{width:g} needs an import spec of a "
+                            "factory taking width_mult")
+    return model, check_output(model, spec.example_input(1), spec.model, spec.num_classes)
 
 
 def _default_widths(spec: SpaceSpec) -> dict[str, int] | None:
@@ -117,7 +148,7 @@ def _default_widths(spec: SpaceSpec) -> dict[str, int] | None:
 
 
 def build_supernet(spec: SpaceSpec, model=None):
-    """The supernet of ``spec`` (a fresh zoo model unless ``model`` is given); returns ``(net, spec)``.
+    """The supernet of ``spec`` (a freshly built model unless ``model`` is given); returns ``(net, spec)``.
 
     The returned spec records the units' physical widths; when ``spec`` already holds them, a
     mismatch (the model code changed since the artifact was written) is a one-line error.
@@ -125,7 +156,9 @@ def build_supernet(spec: SpaceSpec, model=None):
     from widthsearch.space.channel_space import ChannelSpace
     from widthsearch.space.supernet import Supernet
 
-    model = build_space_model(spec) if model is None else model
+    model, classes = _build_model(spec, model=model)
+    if spec.num_classes is None and classes is not None:
+        spec = replace(spec, num_classes=classes)  # a user's model has no zoo default to fall back on
     space = ChannelSpace.from_model(
         model, spec.example_input(), spec.groups, spec.divisor, spec.round_to, spec.fixed,
         residual=spec.residual, bins=spec.bins, defaults=_default_widths(spec),

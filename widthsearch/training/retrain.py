@@ -28,6 +28,7 @@ from torch import nn
 
 from widthsearch.data import Dataset
 from widthsearch.errors import UserError
+from widthsearch.models.user import require_width_mult
 from widthsearch.space.spec import SpaceSpec, build_space_model, build_supernet
 from widthsearch.space.subnet import Subnet
 from widthsearch.training.bn_sparsity import init_bn_weights
@@ -57,7 +58,7 @@ CHECKPOINT_NAME = "model.pt"
 #: ``{"kind": "width", "width_mult": w}`` or ``{"kind": "config", "channels": {...}, "select": ...}``;
 #: ``train_drop``: Network Adjustment's ramped channel dropout while training (0 = off, see
 #: :mod:`widthsearch.training.channel_dropout`)
-NETWORK_OPTIONS: dict[str, Any] = {"model": "tiny_cnn", "net": None, "residual": "tie", "train_drop": 0.0}
+NETWORK_OPTIONS: dict[str, Any] = {"model": "tiny_cnn", "model_kwargs": None, "net": None, "residual": "tie", "train_drop": 0.0}
 
 
 def reinitialize(model: nn.Module) -> nn.Module:
@@ -92,21 +93,24 @@ def network_cost(model: nn.Module, input_shape) -> tuple[int, int]:
 
 
 def uniform_width_for_flops(
-    model_name: str, data: Dataset, target_flops: float, *, iterations: int = 40
+    model_name: str, data: Dataset, target_flops: float, *, iterations: int = 40,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[float, int]:
     """The width multiplier whose network has FLOPs closest to ``target_flops``: ``(w, flops)``.
 
     FLOPs grow with ``width_mult`` in steps (channel counts are rounded), so this bisects for the
     smallest ``w`` reaching the target and then keeps whichever of the two neighbouring networks is
-    closer (ties: the cheaper one).
+    closer (ties: the cheaper one). A user's factory must take ``width_mult``; ``model_kwargs`` are
+    its other arguments.
     """
     if not target_flops > 0:
         raise UserError(f"--uniform-flops must be positive, got {target_flops}")
+    require_width_mult(model_name, "the uniform-width network of --uniform-flops")
     cache: dict[float, int] = {}
 
     def flops(w: float) -> int:
         if w not in cache:
-            spec = spec_for_data(SpaceSpec(model_name, w), data)
+            spec = spec_for_data(SpaceSpec(model_name, w, model_kwargs=dict(model_kwargs or {})), data)
             cache[w] = network_cost(build_space_model(spec), data.input_shape)[0]
         return cache[w]
 
@@ -162,6 +166,7 @@ def config_file_spec(doc: Mapping[str, Any], path: str | Path, model_name: str |
 
 def _resolve_net(
     model_name: str,
+    model_kwargs: Mapping[str, Any],
     data: Dataset,
     channels: str | Path | Mapping[str, int] | None,
     uniform_flops: float | None,
@@ -173,7 +178,8 @@ def _resolve_net(
         raise UserError("give either --channels or --uniform-flops, not both")
     if isinstance(channels, Mapping):
         # a config dict or Subnet: its widths refer to the model at ``width_mult`` (the supernet's width)
-        spec = SpaceSpec(model_name, float(width_mult if width_mult is not None else 1.0), residual=residual or "tie")
+        spec = SpaceSpec(model_name, float(width_mult if width_mult is not None else 1.0), residual=residual or "tie",
+                         model_kwargs=model_kwargs)
         net, spec = build_supernet(spec_for_data(spec, data))
         config = net.space.validate(channels, strict=False)
         return _config_entry(config, spec, "dict"), spec
@@ -185,11 +191,12 @@ def _resolve_net(
         config, _meta = load_config(channels, net.space, model=model_name, strict=False)
         return _config_entry(config, spec, str(channels)), spec
     if uniform_flops is not None:
-        w, flops = uniform_width_for_flops(model_name, data, float(uniform_flops))
+        w, flops = uniform_width_for_flops(model_name, data, float(uniform_flops), model_kwargs=model_kwargs)
         net = {"kind": "width", "width_mult": float(w), "target_flops": float(uniform_flops), "flops": int(flops)}
     else:
         net = {"kind": "width", "width_mult": float(width_mult if width_mult is not None else 1.0)}
-    return net, spec_for_data(SpaceSpec(model_name, net["width_mult"], residual=residual or "tie"), data)
+    spec = SpaceSpec(model_name, net["width_mult"], residual=residual or "tie", model_kwargs=model_kwargs)
+    return net, spec_for_data(spec, data)
 
 
 def _config_entry(config: Mapping[str, int], spec: SpaceSpec, source: str) -> dict:
@@ -208,7 +215,8 @@ def saved_network_spec(ckpt: Mapping[str, Any]) -> SpaceSpec:
 def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, channels, uniform_flops,
            width_mult, residual) -> Job:
     if ckpt is None:
-        a["net"], spec = _resolve_net(a["model"], data, channels, uniform_flops, width_mult, residual)
+        kwargs = dict(a.get("model_kwargs") or {})
+        a["net"], spec = _resolve_net(a["model"], kwargs, data, channels, uniform_flops, width_mult, residual)
     elif channels is not None or uniform_flops is not None or width_mult is not None:
         raise UserError("when resuming, the network comes from the checkpoint; drop --channels/--uniform-flops/--width-mult")
     else:

@@ -140,9 +140,15 @@ def set_threads(threads: int | None) -> None:
 
 
 def data_model_kwargs(model_name: str, data: Dataset) -> dict[str, Any]:
-    """Extra ``build_model`` arguments that make the zoo model take this data set's images."""
-    from widthsearch.models import model_info
+    """Extra ``build_model`` arguments that make the zoo model take this data set's images.
 
+    Nothing for a user's model: its own arguments (``--model-arg``) say what it takes, and building it
+    runs it once on the data's image shape (a mismatch is a one-line error there)."""
+    from widthsearch.models import model_info
+    from widthsearch.models.user import is_zoo_model
+
+    if not is_zoo_model(model_name):
+        return {}
     info = model_info(model_name)
     want_c = int(info["input_shape"][0])
     have_c = int(data.input_shape[0])
@@ -155,8 +161,10 @@ def data_model_kwargs(model_name: str, data: Dataset) -> dict[str, Any]:
 
 def spec_for_data(spec: SpaceSpec, data: Dataset) -> SpaceSpec:
     """``spec`` for this data set's classes, image shape and channels."""
-    # the input channels follow the data, whatever data set the spec was written for
-    kwargs = {k: v for k, v in dict(spec.model_kwargs).items() if k != "in_channels"}
+    from widthsearch.models.user import is_zoo_model
+
+    # a zoo model's input channels follow the data, whatever data set the spec was written for
+    kwargs = {k: v for k, v in dict(spec.model_kwargs).items() if k != "in_channels" or not is_zoo_model(spec.model)}
     return dataclasses.replace(
         spec,
         num_classes=int(data.num_classes),

@@ -7,13 +7,18 @@ step trains the terms that the run's :mod:`strategy <widthsearch.training.sampli
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
+from torch import nn
 
 from widthsearch.data import Dataset, mix_seed
 from widthsearch.errors import UserError
+from widthsearch.models.user import model_source
 from widthsearch.space.spec import SpaceSpec, build_supernet
 from widthsearch.training.bn_sparsity import init_bn_weights
 from widthsearch.training.checkpoint import SUPERNET_FORMAT, load_checkpoint, load_state_checked
@@ -34,6 +39,7 @@ EPOCH_EVAL_IMAGES = 2000
 #: supernet training's arguments beyond the recipe
 SUPERNET_OPTIONS: dict[str, Any] = {
     "model": "tiny_cnn",
+    "model_kwargs": None,  # keyword arguments of a user's model factory (--model-arg)
     "strategy": "autoslim",
     "width_mult": 1.0,
     "groups": 10,
@@ -52,10 +58,11 @@ def supernet_spec(a: Mapping[str, Any]) -> SpaceSpec:
     groups, m = a["groups"], int(a.get("min_bins") or 0)
     if m < 0:
         raise UserError(f"--min-bins must be 0 (off) or positive, got {m}")
+    kwargs = dict(a.get("model_kwargs") or {})
     if not m:
-        return SpaceSpec(a["model"], a["width_mult"], groups=groups, residual=a["residual"])
+        return SpaceSpec(a["model"], a["width_mult"], groups=groups, residual=a["residual"], model_kwargs=kwargs)
     return SpaceSpec(a["model"], a["width_mult"], groups=groups + m, bins=(m, groups), widen=(groups + m) / groups,
-                     residual=a["residual"])
+                     residual=a["residual"], model_kwargs=kwargs)
 
 
 def saved_spec(ckpt: Mapping[str, Any]) -> SpaceSpec:
@@ -70,11 +77,12 @@ def heldout_sample(data: Dataset, seed: int, images: int = EPOCH_EVAL_IMAGES):
     return data.heldout.x[idx], data.heldout.y[idx]
 
 
-def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None) -> Job:
+def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, instance: nn.Module | None = None) -> Job:
     strategy = get_strategy(a["strategy"], a["num_samples"], full_every=a["full_every"])
     spec = saved_spec(ckpt) if ckpt is not None else spec_for_data(supernet_spec(a), data)
     torch.manual_seed(a["seed"])
-    net, spec = build_supernet(spec)
+    # the supernet converts its model's layers in place: never the user's own instance
+    net, spec = build_supernet(spec, model=None if instance is None else copy.deepcopy(instance))
     init_bn_weights(net.model, a.get("bn_init"))
     if ckpt is not None:
         _check_units(ckpt, net.space, ckpt.get("path", CHECKPOINT_NAME))
@@ -129,18 +137,30 @@ SUPERNET_TRAINING = TrainingKind(
 SUPERNET_DEFAULTS: dict[str, Any] = SUPERNET_TRAINING.defaults()
 
 
-def train_supernet(args: Mapping[str, Any] | None, out_dir: str | Path, **run_options: Any) -> dict:
+def train_supernet(args: Mapping[str, Any] | None, out_dir: str | Path, *,
+                   model: str | nn.Module | Callable[..., nn.Module] | None = None, **run_options: Any) -> dict:
     """Train a slimmable supernet; checkpoint ``out_dir/supernet.pt`` after every epoch.
 
     ``args``: any of :data:`SUPERNET_DEFAULTS` (``None`` values mean "default"/"as in the
-    checkpoint"). Every step trains the terms of the strategy (``autoslim``: max, min and
-    ``num_samples - 2`` random configs, each unit drawn independently; inplace distillation from
-    the max config). ``run_options`` are those of :func:`~widthsearch.training.skeleton.run_training`
-    (``resume``, ``progress``, ``stop_after``: end this call after that many epochs, ``echo``).
-    Returns a summary dict (also written to ``out_dir/result.json``). Under ``torchrun`` each
-    process trains on its shard with its own sampled configs; only rank 0 writes.
+    checkpoint"). ``model`` (or ``args["model"]``): a zoo name, an import spec
+    ``"package.module:factory"`` / ``"file.py:factory"`` (``args["model_kwargs"]`` are the factory's
+    keyword arguments), an importable factory, or an ``nn.Module`` instance. A copy of an instance is
+    trained (the instance is left as it is) and the checkpoint records only its class name:
+    resuming or :func:`load_supernet` then needs the same module passed again. Every step trains
+    the terms of the strategy (``autoslim``: max, min and ``num_samples - 2`` random configs, each
+    unit drawn independently; inplace distillation from the max config). ``run_options`` are those
+    of :func:`~widthsearch.training.skeleton.run_training` (``resume``, ``progress``,
+    ``stop_after``: end this call after that many epochs, ``echo``). Returns a summary dict (also
+    written to ``out_dir/result.json``). Under ``torchrun`` each process trains on its shard with
+    its own sampled configs; only rank 0 writes.
     """
-    return run_training(SUPERNET_TRAINING, args, out_dir, **run_options)
+    args, kind = dict(args or {}), SUPERNET_TRAINING
+    name, instance = model_source(model if model is not None else args.get("model"))
+    if name is not None:
+        args["model"] = name  # what the checkpoint stores: always a string
+    if instance is not None:
+        kind = dataclasses.replace(kind, build=functools.partial(_build, instance=instance))
+    return run_training(kind, args, out_dir, **run_options)
 
 
 def _check_units(ckpt: dict, space, path) -> None:
@@ -149,8 +169,11 @@ def _check_units(ckpt: dict, space, path) -> None:
         raise UserError(f"{path}: the checkpoint's channel units do not match this model's; was the model code changed?")
 
 
-def load_supernet(path: str | Path, device: str | torch.device = "cpu"):
+def load_supernet(path: str | Path, device: str | torch.device = "cpu", *, model: nn.Module | None = None):
     """Rebuild the supernet of a checkpoint from its stored space spec and load its weights.
+
+    ``model``: for a supernet trained from an ``nn.Module`` instance, the same module again (a copy
+    is converted; its class must be the recorded one and its units the recorded widths).
 
     Returns ``(net, meta)``: a :class:`~widthsearch.space.Supernet` (model in eval mode, at the max
     config) and the run's arguments plus ``space`` (the spec as a dict), ``epoch``, ``history`` and
@@ -160,7 +183,7 @@ def load_supernet(path: str | Path, device: str | torch.device = "cpu"):
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     ckpt = load_checkpoint(path, expect=SUPERNET_FORMAT)
-    net, spec = build_supernet(saved_spec(ckpt))
+    net, spec = build_supernet(saved_spec(ckpt), model=None if model is None else copy.deepcopy(model))
     _check_units(ckpt, net.space, path)
     load_state_checked(net.model, ckpt["model"], str(path))
     net.model.to(device)
