@@ -156,8 +156,8 @@ def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, 
              f"{','.join(map(str, seeds))}")
         searched, uniform = [], []
         for seed in seeds:
-            recipe = {"model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"], "epochs": s["retrain_epochs"],
-                      "batch_size": s["batch_size"], "lr": s["lr"], "seed": seed, "threads": s["threads"],
+            recipe = {"model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"],
+                      "epochs": s["retrain_epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": seed, "threads": s["threads"],
                       "device": s["device"]}
             searched.append(_retrain(recipe, out / "retrain" / entry["target"] / f"seed-{seed}", resume, progress,
                                      channels=entry["config"]))
