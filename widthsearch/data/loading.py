@@ -5,6 +5,7 @@ The spec strings are described in :mod:`widthsearch.data`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,10 +63,12 @@ def load_data(
         streamed = _streamed_folder(spec, _need_path(kind, arg), heldout_fraction, seed, augment, loading, image_size)
         if streamed is not None:
             return streamed
-    elif loading == "stream":
-        raise UserError(f"--stream applies to imagefolder:DIR data, not {spec!r}")
-    if image_size is not None:
-        raise UserError("--image-size applies to streamed image folders (imagefolder:DIR with --stream)")
+        if image_size is not None:
+            print("note: --image-size applies to streamed image folders; in memory the images keep their size",
+                  file=sys.stderr)
+    elif loading == "stream" or image_size is not None:
+        # a recipe written for an image folder also runs on other data (fake: in the checks)
+        print(f"note: --stream and --image-size apply to image folders; {spec} is read as usual", file=sys.stderr)
     if kind == "digits":
         if arg:
             raise UserError(f"'digits' takes no argument, got {spec!r}")
