@@ -110,8 +110,9 @@ class Dataset:
         """
         s = getattr(self, split) if isinstance(split, str) else split
         if self.stream is not None and not isinstance(s, Split):
-            return self._stream_loader(s, batch_size, shuffle, drop_last, augment, seed, rank, world_size,
-                                       workers, device)
+            return self.stream.loader(s, batch_size, shuffle=shuffle, drop_last=drop_last, augment=augment,
+                                      seed=self.seed if seed is None else seed, rank=rank, world_size=world_size,
+                                      workers=workers, device=device)
         return BatchLoader(
             s.x,
             s.y,
@@ -122,19 +123,6 @@ class Dataset:
             seed=self.seed if seed is None else seed,
             rank=rank,
             world_size=world_size,
-        )
-
-    def _stream_loader(self, s, batch_size, shuffle, drop_last, augment, seed, rank, world_size, workers, device):
-        from widthsearch.data.stream import ImageFiles, StreamLoader, default_workers
-
-        transform = self.stream.training if augment else s.x.transform
-        images = ImageFiles(s.files, s.y, transform, seed=self.seed if seed is None else seed)
-        on_gpu = device is not None and torch.device(device).type == "cuda"
-        return StreamLoader(
-            images, batch_size, self.stream.normalize, shuffle=shuffle, drop_last=drop_last,
-            seed=self.seed if seed is None else seed, rank=rank, world_size=world_size,
-            workers=default_workers() if workers is None else int(workers), pin_memory=on_gpu,
-            device=torch.device(device) if on_gpu else None,
         )
 
 

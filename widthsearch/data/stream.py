@@ -324,3 +324,15 @@ class StreamInfo:
 
     training: RandomResizedCrop | CenterCrop
     normalize: Normalize
+
+    def loader(self, split: StreamSplit, batch_size: int, *, shuffle: bool, drop_last: bool, augment: bool,
+               seed: int, rank: int, world_size: int, workers: int | None, device) -> StreamLoader:
+        """The :class:`StreamLoader` that ``Dataset.loader`` returns for a streamed split."""
+        transform = self.training if augment else split.x.transform
+        on_gpu = device is not None and torch.device(device).type == "cuda"
+        return StreamLoader(
+            ImageFiles(split.files, split.y, transform, seed=seed), batch_size, self.normalize, shuffle=shuffle,
+            drop_last=drop_last, seed=seed, rank=rank, world_size=world_size,
+            workers=default_workers() if workers is None else int(workers), pin_memory=on_gpu,
+            device=torch.device(device) if on_gpu else None,
+        )
