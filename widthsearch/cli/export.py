@@ -47,7 +47,7 @@ def _check_residual(args: argparse.Namespace, meta: dict) -> None:
 def _supernet_and_meta(args: argparse.Namespace, ckpt: dict, path: Path):
     """(net, meta, calibration batches or None) for a supernet checkpoint or a plain state_dict."""
     if ckpt.get("format") == SUPERNET_FORMAT:
-        from widthsearch.data import load_data
+        from widthsearch.data import load_run_data
         from widthsearch.training.evaluate import calibration_batches
         from widthsearch.training.slimmable import load_supernet
 
@@ -55,7 +55,7 @@ def _supernet_and_meta(args: argparse.Namespace, ckpt: dict, path: Path):
         _check_residual(args, meta)
         calib = None
         if not args.no_recalibrate:
-            data = load_data(meta["data"], meta["heldout_fraction"], meta["seed"], augment="none")
+            data = load_run_data(meta)
             calib = calibration_batches(data.train.x, seed=data.seed)
         return net, meta, calib
     names = [preset_name(c) for c in args.channels]

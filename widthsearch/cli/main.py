@@ -8,6 +8,7 @@ import sys
 from typing import Any, Sequence
 
 from widthsearch.cli.outfolder import guarded_out
+from widthsearch.cli.recipe_file import RECIPE_HELP, apply_recipe, drop_recipe_lists
 from widthsearch.errors import UserError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
@@ -23,7 +24,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"widthsearch.cli.{name}").register(sub)
+    for _name, command in _leaf_commands(parser):
+        command.add_argument("--recipe", default=None, metavar="FILE", help=RECIPE_HELP)
     return parser
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, prefix: str = ""):
+    """``(name, parser)`` of every command that runs (``bench cbm``, not ``bench``)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield prefix, parser
+        return
+    for name, child in subs[0].choices.items():
+        yield from _leaf_commands(child, f"{prefix} {name}".strip())
 
 
 def print_json(obj: Any) -> None:
@@ -33,7 +46,14 @@ def print_json(obj: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        appended = _recipe_defaults(parser, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
+    drop_recipe_lists(args, appended)
     try:
         with guarded_out(args):  # --out checked and locked before any work
             result = args.func(args)
@@ -47,6 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def _recipe_defaults(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, list]:
+    """``--recipe FILE``: the file's section for the command becomes the sub-parser's defaults."""
+    words = [arg for arg in argv if not arg.startswith("-")]
+    for name, command in _leaf_commands(parser):
+        # a leaf named by the first words of the command line ("supernet", "bench cbm")
+        if name.split() == words[: len(name.split())]:
+            return apply_recipe(command, name, argv)
+    return {}  # argparse reports the missing or unknown command
 
 
 if __name__ == "__main__":

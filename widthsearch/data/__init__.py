@@ -11,8 +11,10 @@ A data set is named by a *spec string* (the ``--data`` option of the command lin
     ``test_batch``), a class-folder tree ``PATH/{train,test}/<class>/*.jpg|png``, or a ``.tar``/
     ``.tar.gz`` archive of such a tree (optionally under one top-level folder).
 ``imagefolder:PATH``
-    ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (or ``val/``) images of one size (images
-    of another size are resized to the most common one); also a ``.tar``/``.tar.gz`` archive.
+    ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (or ``val/``) images. Held in memory
+    (images of another size resized to the most common one; also from a ``.tar``/``.tar.gz``
+    archive) or, for a folder whose decoded images would pass 2 GiB (or with ``loading="stream"``),
+    streamed through a ``DataLoader`` with the ImageNet transforms (:mod:`~widthsearch.data.stream`).
 ``fashion_mnist:FILE.npz``
     an ``.npz`` with ``xtr`` (N, 28, 28) uint8, ``ytr``, ``xte``, ``yte``.
 ``fake:N[:CxHxW[:K]]``
@@ -31,13 +33,15 @@ for BN calibration; the test split is only for final reporting.
 Modules: :mod:`~widthsearch.data.core` (splits, data set, batch loader, seeding),
 :mod:`~widthsearch.data.augment`, :mod:`~widthsearch.data.loading` (``load_data``),
 :mod:`~widthsearch.data.sources` (digits, Fashion-MNIST, fake), :mod:`~widthsearch.data.cifar`,
-:mod:`~widthsearch.data.images` (image folders and archives), :mod:`~widthsearch.data.cache`.
+:mod:`~widthsearch.data.images` (image folders and archives), :mod:`~widthsearch.data.cache`,
+:mod:`~widthsearch.data.stream` (streamed image folders), :mod:`~widthsearch.data.transforms`.
 """
 
 from widthsearch.data.augment import Augment
 from widthsearch.data.cache import cache_dir
 from widthsearch.data.core import BatchLoader, Dataset, Split, mix_seed
-from widthsearch.data.loading import DATA_HELP, load_data, same_data_spec
+from widthsearch.data.loading import (DATA_HELP, LOADINGS, check_heldout, load_data, load_run_data,
+                                      same_data_spec)
 
 __all__ = [
     "Augment",
@@ -46,6 +50,9 @@ __all__ = [
     "Split",
     "cache_dir",
     "load_data",
+    "load_run_data",
+    "check_heldout",
+    "LOADINGS",
     "mix_seed",
     "DATA_HELP",
     "same_data_spec",

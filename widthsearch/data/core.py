@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -72,6 +72,8 @@ class Dataset:
     augment: Augment = field(default_factory=Augment)
     heldout_fraction: float = 0.1
     seed: int = 0
+    #: a streamed image folder's training transform and normalisation (None: held in memory)
+    stream: Any = None
 
     def summary(self) -> dict:
         """Plain-data description (for logs and ``--json`` output)."""
@@ -83,6 +85,7 @@ class Dataset:
             "num_classes": self.num_classes,
             "input_shape": list(self.input_shape),
             "augment": self.augment.describe(),
+            "loading": "stream" if self.stream is not None else "memory",
         }
 
     def loader(
@@ -96,9 +99,20 @@ class Dataset:
         seed: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        workers: int | None = None,
+        device: torch.device | None = None,
     ) -> "BatchLoader":
-        """A :class:`BatchLoader` over ``"train"``, ``"heldout"``, ``"test"`` or a :class:`Split`."""
+        """A :class:`BatchLoader` over ``"train"``, ``"heldout"``, ``"test"`` or a :class:`Split`.
+
+        A streamed split gets a :class:`~widthsearch.data.stream.StreamLoader` instead (same
+        interface) with ``workers`` decoding processes (default: the node's cores); its batches
+        land on ``device`` (pinned first when that is a GPU). In-memory splits ignore both.
+        """
         s = getattr(self, split) if isinstance(split, str) else split
+        if self.stream is not None and not isinstance(s, Split):
+            return self.stream.loader(s, batch_size, shuffle=shuffle, drop_last=drop_last, augment=augment,
+                                      seed=self.seed if seed is None else seed, rank=rank, world_size=world_size,
+                                      workers=workers, device=device)
         return BatchLoader(
             s.x,
             s.y,

@@ -5,7 +5,9 @@ The spec strings are described in :mod:`widthsearch.data`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ from widthsearch.data.sources import make_fake, read_digits, read_fashion_mnist
 from widthsearch.errors import UserError
 from widthsearch.io import same_path
 
-__all__ = ["DATA_HELP", "load_data", "same_data_spec"]
+__all__ = ["DATA_HELP", "LOADINGS", "check_heldout", "load_data", "load_run_data", "same_data_spec"]
 
 DATA_HELP = (
     "data spec: digits | cifar10:DIR_OR_TAR | imagefolder:DIR_OR_TAR | fashion_mnist:FILE.npz | "
@@ -33,8 +35,15 @@ def load_data(
     *,
     augment: str = "default",
     use_cache: bool = True,
+    loading: str = "auto",
+    image_size: int | None = None,
 ) -> Dataset:
     """Load the data set named by ``spec`` (see the module docstring).
+
+    ``loading`` (image folders only): ``"stream"`` decodes images as batches need them
+    (:mod:`widthsearch.data.stream`; ``image_size`` sets the training crop and evaluation size,
+    default 224), ``"memory"`` decodes them all once, ``"auto"`` streams when the decoded set
+    would pass :data:`~widthsearch.data.stream.MEMORY_LIMIT_BYTES` or ``image_size`` is given.
 
     ``heldout_fraction`` of the training images (stratified by class, drawn with ``seed``) form
     the held-out split. ``augment`` is ``"default"`` (the data set's usual training augmentation)
@@ -46,9 +55,21 @@ def load_data(
         raise UserError(f"--heldout-fraction must be in [0, 1), got {heldout_fraction}")
     if augment not in ("default", "none"):
         raise UserError(f"augment must be 'default' or 'none', got {augment!r}")
+    if loading not in LOADINGS:
+        raise UserError(f"loading must be one of {', '.join(LOADINGS)}, got {loading!r}")
     spec = spec.strip()
     kind, _, arg = spec.partition(":")
     kind = kind.lower()
+    if kind == "imagefolder":
+        streamed = _streamed_folder(spec, _need_path(kind, arg), heldout_fraction, seed, augment, loading, image_size)
+        if streamed is not None:
+            return streamed
+        if image_size is not None:
+            print("note: --image-size applies to streamed image folders; in memory the images keep their size",
+                  file=sys.stderr)
+    elif loading == "stream" or image_size is not None:
+        # a recipe written for an image folder also runs on other data (fake: in the checks)
+        print(f"note: --stream and --image-size apply to image folders; {spec} is read as usual", file=sys.stderr)
     if kind == "digits":
         if arg:
             raise UserError(f"'digits' takes no argument, got {spec!r}")
@@ -131,6 +152,28 @@ def same_data_spec(a: str, b: str) -> bool:
     return arg_a == arg_b
 
 
+#: how an image folder is read: decide by size, decode image by image, or decode all at once
+LOADINGS = ("auto", "stream", "memory")
+
+
+def _streamed_folder(spec: str, path: Path, heldout_fraction: float, seed: int, augment: str, loading: str,
+                     image_size: int | None) -> Dataset | None:
+    """The streamed data set of an image folder, or None when it is to be held in memory."""
+    from widthsearch.data.stream import list_folder, load_image_stream, should_stream
+
+    if loading == "memory":
+        return None
+    if not path.is_dir():
+        if loading == "stream":
+            raise UserError(f"imagefolder: --stream reads a folder, and {path} is an archive; unpack it first")
+        return None
+    listing = list_folder(path)
+    # an explicit --image-size asks for the streamed transforms (the in-memory path keeps the size)
+    if loading == "auto" and image_size is None and not should_stream(len(listing[0]) + len(listing[2]), Path(listing[0][0])):
+        return None
+    return load_image_stream(spec, path, heldout_fraction, seed, image_size, augment, listing=listing)
+
+
 def _need_arg(kind: str, arg: str) -> str:
     if not arg:
         raise UserError(f"data spec '{kind}' needs an argument, e.g. '{kind}:...'; {DATA_HELP}")
@@ -142,3 +185,30 @@ def _need_path(kind: str, arg: str) -> Path:
     if not path.exists():
         raise UserError(f"{kind}: {path} does not exist")
     return path
+
+
+def check_heldout(data: Dataset, meta: Mapping[str, Any]) -> str | None:
+    """The digest of a streamed data set's held-out file list, checked against ``meta``'s.
+
+    ``meta`` is a run's saved arguments; a digest there that differs means the image folder
+    changed since the run drew its held-out split: a one-line error. None for in-memory data."""
+    from widthsearch.data.stream import files_digest
+
+    if data.stream is None:
+        return None
+    digest = files_digest(data.heldout.files)
+    saved = meta.get("heldout_digest")
+    if saved is not None and saved != digest:
+        raise UserError(
+            f"{data.spec}: the held-out images drawn now differ from the run's (heldout.txt beside its checkpoint); "
+            "the folder changed since the run began"
+        )
+    return digest
+
+
+def load_run_data(meta: Mapping[str, Any], augment: str = "none") -> Dataset:
+    """The data set of a run from its saved arguments (data, held-out fraction, seed, loading, image size)."""
+    data = load_data(meta["data"], meta["heldout_fraction"], meta["seed"], augment=augment,
+                     loading=meta.get("loading") or "auto", image_size=meta.get("image_size"))
+    check_heldout(data, meta)
+    return data

@@ -167,8 +167,13 @@ class Supernet:
         batches: Iterable[torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]],
         config: Mapping[str, int] | None = None,
         num_batches: int | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> int:
         """Set BN running statistics of the active channels to the exact statistics of ``batches``.
+
+        ``reduce``: sums a float64 tensor over the processes of a distributed run (each process
+        passing its share of the batches); the statistics are then those of all processes' batches
+        together, as one process would compute them from all of them.
 
         Each batch is normalised with its own statistics (as in training) while every BN layer
         accumulates per-channel sums of its input; afterwards ``running_mean`` is the mean and
@@ -207,6 +212,8 @@ class Supernet:
                 handle.remove()
         if used == 0:
             raise ConfigError("BN calibration got no batches")
+        if reduce is not None:
+            _reduce_sums(sums, norms, reduce)
         for bn, (total, total_sq, count) in sums.items():
             mean = total / count
             var = (total_sq - count * mean * mean) / max(count - 1, 1)
@@ -514,3 +521,23 @@ def _keep_unused_modules(gm: torch.fx.GraphModule, model: nn.Module) -> None:
         own = [n for n, _ in module.named_parameters(recurse=False)] + [n for n, _ in module.named_buffers(recurse=False)]
         if name and any(f"{name}.{n}" not in present for n in own):
             gm.add_submodule(name, module)
+
+
+def _reduce_sums(sums: dict, norms: list, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Sum every BN layer's (sum, sum of squares, count) over processes in one flat collective."""
+    # the same layers run on every process (same model, same config), in the same order
+    norms = [bn for bn in norms if bn in sums]
+    parts = []
+    for bn in norms:
+        total, total_sq, count = sums[bn]
+        parts += [total.reshape(-1), total_sq.reshape(-1), torch.tensor([float(count)], dtype=torch.float64,
+                                                                         device=total.device)]
+    flat = reduce(torch.cat(parts))
+    offset = 0
+    for bn in norms:
+        n = sums[bn][0].numel()
+        total = flat[offset: offset + n]
+        total_sq = flat[offset + n: offset + 2 * n]
+        count = int(round(float(flat[offset + 2 * n])))
+        sums[bn] = [total.view_as(sums[bn][0]), total_sq.view_as(sums[bn][1]), count]
+        offset += 2 * n + 1

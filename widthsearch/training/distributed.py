@@ -104,6 +104,14 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return [float(v) for v in t.cpu()]
 
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over ranks (in place; moved to the GPU for NCCL and back)."""
+        if not self.enabled:
+            return tensor
+        work = tensor.to(self.device) if self.device.type == "cuda" else tensor
+        dist.all_reduce(work, op=dist.ReduceOp.SUM)
+        return work.to(tensor.device)
+
     def broadcast_object(self, obj):
         if not self.enabled:
             return obj

@@ -320,9 +320,9 @@ def heldout_eval_set(meta: Mapping, bn: str, images: int, calib_images: int = DE
     """(x, y, calibration batches or None, data) for a supernet checkpoint's ``meta``: a fixed,
     seeded subset of ``images`` images of its held-out split (never the test set) and, for
     ``bn="calibrate"``, ``calib_images`` training images for BN statistics."""
-    from widthsearch.data import load_data
+    from widthsearch.data import load_run_data
 
-    data = load_data(meta["data"], meta["heldout_fraction"], meta["seed"], augment="none")
+    data = load_run_data(meta)
     held = data.heldout
     order = torch.randperm(len(held), generator=torch.Generator().manual_seed(int(meta["seed"])))
     keep = torch.sort(order[: max(1, images)]).values

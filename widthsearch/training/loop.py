@@ -35,7 +35,7 @@ from widthsearch.training.steps import zero_grads
 __all__ = ["resolve_args", "prepare_output", "EpochLoop", "write_json_atomic", "write_jsonl_atomic"]
 
 #: arguments that may change when resuming (they do not alter the computation, or extend it)
-MUTABLE_ON_RESUME = frozenset({"epochs", "device", "calib_images", "threads"})
+MUTABLE_ON_RESUME = frozenset({"epochs", "device", "calib_images", "threads", "workers"})
 
 
 def resolve_args(

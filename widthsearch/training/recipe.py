@@ -21,9 +21,12 @@ __all__ = ["Recipe", "recipe_defaults", "add_recipe_arguments", "recipe_values",
 
 
 def _option(default: Any, help: str, *, group: str = "optimisation", flags: tuple[str, ...] | None = None,
-            **argparse_kwargs: Any) -> Any:
-    """A recipe field: its default plus what ``argparse`` needs to offer it as a flag."""
-    meta = {"help": help, "group": group, "flags": flags, "argparse": argparse_kwargs}
+            also: tuple[tuple[str, Any, str], ...] = (), **argparse_kwargs: Any) -> Any:
+    """A recipe field: its default plus what ``argparse`` needs to offer it as a flag.
+
+    ``also``: further ``(flag, constant, help)`` flags that store a constant in the same field
+    (``--stream`` and ``--in-memory`` both set ``loading``)."""
+    meta = {"help": help, "group": group, "flags": flags, "also": also, "argparse": argparse_kwargs}
     return field(default=default, metadata=meta)
 
 
@@ -35,6 +38,17 @@ class Recipe:
     heldout_fraction: float = _option(
         0.1, "part of the training data held out for search/BN calibration (default {default})",
         group="data", type=float, metavar="F")
+    loading: str = _option(
+        "auto", "stream an imagefolder:DIR through DataLoader workers (default: stream when its decoded images "
+        "would not fit in 2 GiB, or when --image-size is given)", group="data", flags=("--stream",),
+        action="store_const", const="stream",
+        also=(("--in-memory", "memory", "decode every image of an imagefolder once and train from memory"),))
+    image_size: int | None = _option(
+        None, "streamed image folders: training crop and evaluation size (default 224)", group="data", type=int,
+        metavar="N")
+    workers: int | None = _option(
+        None, "streamed image folders: loader processes per training process (default: the node's cores, at most 8)",
+        group="data", type=int, metavar="N")
     augment: str = _option(
         "default", "no training augmentation (default: crop+flip for 32x32 colour images, none for digits)",
         group="data", flags=("--no-augment",), action="store_const", const="none")
@@ -82,6 +96,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         default = None if f.default is MISSING else f.default
         group.add_argument(*flags, dest=f.name, default=None, help=meta["help"].format(default=default),
                            **meta["argparse"])
+        for flag, const, help_text in meta["also"]:
+            group.add_argument(flag, dest=f.name, action="store_const", const=const, help=help_text)
     g = parser.add_argument_group("output")
     g.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoint, log.jsonl, result.json)")
     g.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (exactly)")
@@ -96,6 +112,10 @@ def recipe_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_recipe(args: Mapping[str, Any]) -> None:
     """One-line errors for impossible values (also of trainer counts such as ``groups``)."""
+    if args.get("image_size") is not None and (not isinstance(args["image_size"], int) or args["image_size"] < 1):
+        raise UserError(f"--image-size must be a positive integer, got {args['image_size']!r}")
+    if args.get("workers") is not None and (not isinstance(args["workers"], int) or args["workers"] < 0):
+        raise UserError(f"--workers must be 0 or a positive integer, got {args['workers']!r}")
     for key in ("epochs", "batch_size", "groups", "num_samples"):
         if key in args and (not isinstance(args[key], int) or args[key] < 1):
             raise UserError(f"--{key.replace('_', '-')} must be a positive integer, got {args[key]!r}")

@@ -20,6 +20,7 @@ from torch import nn
 
 from widthsearch.data import Dataset, load_data
 from widthsearch.errors import UserError
+from widthsearch.io import write_text_atomic
 from widthsearch.space.spec import SpaceSpec
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.loop import EpochLoop, prepare_output, resolve_args, write_json_atomic
@@ -95,12 +96,14 @@ def run_training(
     try:
         if a["batch_size"] % ctx.world_size:
             raise UserError(f"--batch-size {a['batch_size']} (global) must be divisible by the {ctx.world_size} processes")
-        data = load_data(a["data"], a["heldout_fraction"], a["seed"], augment=a["augment"])
+        data = load_data(a["data"], a["heldout_fraction"], a["seed"], augment=a["augment"],
+                         loading=a.get("loading", "auto"), image_size=a.get("image_size"))
+        record_heldout(a, data, out, ctx.is_main)
         job = kind.build(a, data, ctx, ckpt)
         a["classes"] = list(data.classes)
         loader = data.loader(
             "train", a["batch_size"] // ctx.world_size, shuffle=True, drop_last=True, augment=True,
-            seed=a["seed"], rank=ctx.rank, world_size=ctx.world_size,
+            seed=a["seed"], rank=ctx.rank, world_size=ctx.world_size, workers=a.get("workers"), device=ctx.device,
         )
         loop = EpochLoop(
             ctx=ctx, args=a, model=job.model, loader=loader, step_fn=job.step, eval_fn=job.evaluate_epoch,
@@ -128,6 +131,23 @@ def run_training(
         return result
     finally:
         ctx.close()
+
+
+def record_heldout(args: dict, data: Dataset, out: Path, write: bool) -> None:
+    """Save a streamed run's held-out file list (``heldout.txt``) and its digest in ``args``.
+
+    The split is redrawn from the folder and the seed whenever the run's data are loaded again
+    (resume, search); the digest turns a folder that changed meanwhile into a one-line error
+    instead of a silently different held-out set."""
+    from widthsearch.data import check_heldout
+
+    if data.stream is None:
+        return
+    digest = check_heldout(data, args)
+    args["heldout_digest"] = digest
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "heldout.txt", "".join(f"{f}\n" for f in data.heldout.files))
 
 
 def set_threads(threads: int | None) -> None:
