@@ -22,7 +22,7 @@ from torch import nn
 
 from widthsearch.data import BatchLoader, mix_seed, same_data_spec
 from widthsearch.errors import UserError
-from widthsearch.io import write_json_atomic, write_jsonl_atomic  # also re-exported from here
+from widthsearch.io import write_json_atomic, write_jsonl_atomic, write_text_atomic  # also re-exported from here
 from widthsearch.progress import Progress
 from widthsearch.runfolder import check_folder
 from widthsearch.training.bn_sparsity import add_bn_l1, bn_weights
@@ -111,8 +111,12 @@ class EpochLoop:
         progress: bool = False,
         echo: Callable[[str], None] | None = None,
         epoch_start: Callable[[int], dict | None] | None = None,
+        side_files: Mapping[str, str] | None = None,
     ) -> None:
         self.epoch_start = epoch_start
+        # written beside the first checkpoint, not before: a run that fails before its first
+        # epoch ends leaves its --out as it found it
+        self.side_files = dict(side_files or {})
         self.ctx, self.args, self.model, self.loader = ctx, args, model, loader
         self.step_fn, self.eval_fn = step_fn, eval_fn
         self.ckpt_path, self.ckpt_format, self.ckpt_extra = ckpt_path, ckpt_format, dict(ckpt_extra or {})
@@ -254,6 +258,9 @@ class EpochLoop:
                 for buf in self.model.buffers():
                     torch.distributed.broadcast(buf.data, src=0)
             if ctx.is_main:
+                for name, text in self.side_files.items():
+                    if not (self.ckpt_path.parent / name).exists():
+                        write_text_atomic(self.ckpt_path.parent / name, text)
                 atomic_save(self.state(), self.ckpt_path)
                 write_jsonl_atomic(self.log_path, self.history)
                 if self.echo is not None:

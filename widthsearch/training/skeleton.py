@@ -20,7 +20,6 @@ from torch import nn
 
 from widthsearch.data import Dataset, load_data
 from widthsearch.errors import UserError
-from widthsearch.io import write_text_atomic
 from widthsearch.space.spec import SpaceSpec
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.loop import EpochLoop, prepare_output, resolve_args, write_json_atomic
@@ -98,7 +97,7 @@ def run_training(
             raise UserError(f"--batch-size {a['batch_size']} (global) must be divisible by the {ctx.world_size} processes")
         data = load_data(a["data"], a["heldout_fraction"], a["seed"], augment=a["augment"],
                          loading=a.get("loading", "auto"), image_size=a.get("image_size"))
-        record_heldout(a, data, out, ctx.is_main)
+        side_files = record_heldout(a, data)
         job = kind.build(a, data, ctx, ckpt)
         a["classes"] = list(data.classes)
         loader = data.loader(
@@ -108,7 +107,7 @@ def run_training(
         loop = EpochLoop(
             ctx=ctx, args=a, model=job.model, loader=loader, step_fn=job.step, eval_fn=job.evaluate_epoch,
             ckpt_path=ckpt_path, ckpt_format=kind.format, ckpt_extra=job.ckpt_extra, states=job.states,
-            progress=progress, echo=echo, epoch_start=job.start_epoch,
+            progress=progress, echo=echo, epoch_start=job.start_epoch, side_files=side_files,
         )
         if ckpt is not None:
             loop.load(ckpt)
@@ -133,8 +132,9 @@ def run_training(
         ctx.close()
 
 
-def record_heldout(args: dict, data: Dataset, out: Path, write: bool) -> None:
-    """Save a streamed run's held-out file list (``heldout.txt``) and its digest in ``args``.
+def record_heldout(args: dict, data: Dataset) -> dict[str, str]:
+    """Put a streamed run's held-out digest in ``args``; return its file list as ``{"heldout.txt": text}``
+    for the epoch loop to write beside the checkpoint (nothing for data held in memory).
 
     The split is redrawn from the folder and the seed whenever the run's data are loaded again
     (resume, search); the digest turns a folder that changed meanwhile into a one-line error
@@ -142,12 +142,9 @@ def record_heldout(args: dict, data: Dataset, out: Path, write: bool) -> None:
     from widthsearch.data import check_heldout
 
     if data.stream is None:
-        return
-    digest = check_heldout(data, args)
-    args["heldout_digest"] = digest
-    if write:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "heldout.txt", "".join(f"{f}\n" for f in data.heldout.files))
+        return {}
+    args["heldout_digest"] = check_heldout(data, args)
+    return {"heldout.txt": "".join(f"{f}\n" for f in data.heldout.files)}
 
 
 def set_threads(threads: int | None) -> None:
