@@ -677,7 +677,8 @@ class _Analyser:
         self.check_dynamic_size(node, 2, desc)
         pieces = self.tie_groups(desc, groups)
         if pieces is None:
-            self.fix(desc, f"'{node.name}' views the channels as {groups} groups that cannot share one layout")
+            self.fix(desc, f"channel shuffle '{node.name}': its {groups} groups of channels cannot keep equal "
+                           "widths with one layout (e.g. one group was interleaved by an earlier shuffle)")
             source = self.uf.new(desc_channels(desc) // groups, True, reason=f"groups of '{node.name}'")
             pieces = [(Segment(source, desc_channels(desc) // groups),)] * groups
         self.views[node] = _GroupView(tuple(pieces))

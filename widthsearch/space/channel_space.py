@@ -66,7 +66,7 @@ class ChannelSpace:
             name = analysis.unit_name(root)
             length = analysis.unit_length[root]
             if name in fixed:
-                kept.append(FixedUnit(name, length, "fixed on request (--fixed)", _members(analysis, root)))
+                kept.append(FixedUnit(name, length, "fixed on request (the space's fixed units)", _members(analysis, root)))
                 continue
             choices = make_choices(length, groups, divisor, round_to, bins)
             default = (defaults or {}).get(name)
