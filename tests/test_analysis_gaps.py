@@ -303,3 +303,29 @@ def test_space_shows_why_each_fixed_unit_is_fixed(capsys):
     assert main(["space", "--model", "tiny_cnn"]) == 0
     text = capsys.readouterr().out
     assert "feeds the network output" in text and "network input channels" in text
+
+
+@pytest.mark.parametrize("name,unit", [("splits", "a.0[0:4]"), ("resnext", "conv2.0"), ("shufflenet", "blocks.0.branch1.2.0[8:16]")])
+def test_masking_a_unit_equals_zeroing_its_channels_in_the_weights(name, unit):
+    """masked() on a piece of a split, a grouped conv's output and a shuffled unit: dropping
+    channels with a mask computes what zeroing those channels' BN affine parameters computes."""
+    model = MODELS[name]()
+    randomise_batch_norms(model, seed=3)
+    x = torch.randn(2, 3, 8, 8)
+    net = Supernet(model, x[:1], groups=None)
+    net.model.eval()
+    width = net.space.unit(unit).max
+    mask = (torch.arange(width) % 2).float()
+    with torch.no_grad(), net.masked({unit: mask}):
+        masked = net.model(x)
+    points = net._mask_points(unit)
+    assert points and all(net._layers[p].kind == "bn" for p in points)
+    with torch.no_grad():
+        for layer in points:
+            bn = net._layers[layer].module
+            for dim, span in [(d, s) for lyr, d, s in net.members(unit) if lyr == layer]:
+                drop = torch.tensor([span.start + i for i in range(len(span)) if not mask[i % width]])
+                bn.weight[drop] = 0
+                bn.bias[drop] = 0
+        zeroed = net.model(x)
+    assert torch.allclose(masked, zeroed, atol=1e-5)

@@ -58,20 +58,6 @@ def desc_channels(desc: Desc) -> int:
     return sum(seg.length * seg.repeat for seg in desc)
 
 
-def desc_groups(desc: Desc, groups: int) -> Desc:
-    """The first of ``groups`` equal pieces of ``desc`` (a grouped conv's first group; the analysis
-    gives every group the same layout)."""
-    size, taken, out = desc_channels(desc) // groups, 0, []
-    for seg in desc:
-        if taken >= size:
-            break
-        out.append(seg)
-        taken += seg.length * seg.repeat
-    if taken != size:
-        raise AssertionError("a grouped layer's input does not split into equal groups at segment boundaries")
-    return tuple(out)
-
-
 def _bounds(desc: Desc) -> set[int]:
     """Feature offsets where one segment of ``desc`` ends and the next begins."""
     offsets, pos = set(), 0
@@ -721,6 +707,8 @@ class _Analyser:
     def split(self, node: torch.fx.Node, dim: int | None = None) -> None:
         """chunk/split: along channels the pieces of the descriptor (refining sources cut inside);
         along any other dimension every piece keeps the channels."""
+        if node.args and node.args[0] not in self.desc and node.args[0] not in self.views:
+            return None  # splits a constant or a size, not a channel tensor
         desc = self.input_desc(node)
         metas = node.meta.get("tensor_meta")
         if not isinstance(metas, (tuple, list)) or not all(hasattr(m, "shape") for m in metas):
@@ -847,7 +835,16 @@ class _Analyser:
         return self.uf.find(descs[0][0].unit) != self.uf.find(descs[1][0].unit)
 
     def concat(self, node: torch.fx.Node, shape: tuple[int, ...] | None) -> Desc:
-        inputs = list(node.args[0]) if node.args else list(node.kwargs.get("tensors", []))
+        inputs = node.args[0] if node.args else node.kwargs.get("tensors", [])
+        if isinstance(inputs, torch.fx.Node):  # torch.cat(x.chunk(2, 1), 1): all pieces of a split
+            if inputs not in self.pieces:
+                raise self.fail(node, f"concatenates '{inputs.name}', which has no traced channels")
+            pieces = [self.expand(p) for p in self.pieces[inputs]]
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            if shape is None or dim % len(shape) != 1:
+                raise self.fail(node, "concatenates the pieces of a split along a non-channel dimension")
+            return tuple(seg for piece in pieces for seg in piece)
+        inputs = list(inputs)
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
         if shape is None:
             raise self.fail(node, "unknown output shape")

@@ -336,22 +336,28 @@ class Supernet:
         a callable ``(batch size, C, device) -> tensor`` that is called once per forward of the
         model, so every output of the unit in that forward gets the same mask (Network
         Adjustment's SpatialDropout probe). The outputs of a unit are its batch norms (or its
-        producers when it has none), before any residual add.
+        producers when it has none), before any residual add; a unit that is only part of its
+        producers' outputs (a piece of a split) is masked there, at its own channels.
         """
         current: dict[str, torch.Tensor] = {}
+        widths: dict[int, int] = {}
 
         def draw(module: nn.Module, inputs: tuple) -> None:
             x = inputs[0] if inputs else None
             batch = int(x.shape[0]) if isinstance(x, torch.Tensor) else 1
             current.clear()
+            widths.clear()
+            widths.update(self.space.widths_by_root(self.subnet))
             for name, mask in masks.items():
                 width = self.subnet[name]
                 current[name] = mask(batch, width, x.device if isinstance(x, torch.Tensor) else torch.device("cpu")) \
                     if callable(mask) else mask
 
-        def apply(name: str) -> Callable:
+        def apply(name: str, layer: str) -> Callable:
+            root, desc = self.space.root_of(name), self._layers[layer].out_desc
+
             def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-                mask = current[name].to(output.dtype)
+                mask = _lay_out_mask(current[name].to(output.dtype), root, desc, widths)
                 shape = [mask.shape[0] if mask.dim() == 2 else 1, mask.shape[-1]] + [1] * (output.dim() - 2)
                 return output * mask.reshape(shape)
             return hook
@@ -360,7 +366,8 @@ class Supernet:
             self.space.unit(name)  # a one-line error for an unknown unit
         handles = [self.model.register_forward_pre_hook(draw)]
         for name in masks:
-            handles += [self._layers[layer].module.register_forward_hook(apply(name)) for layer in self._mask_points(name)]
+            handles += [self._layers[layer].module.register_forward_hook(apply(name, layer))
+                        for layer in self._mask_points(name)]
         try:
             yield self
         finally:
@@ -368,14 +375,32 @@ class Supernet:
                 handle.remove()
 
     def _mask_points(self, unit: str) -> list[str]:
+        """Layers whose output is the unit alone (once, or once per group of a grouped conv); else
+        its producers and the batch norms of their outputs. Batch norms are preferred."""
         root = self.space.root_of(unit)
-        own = [name for name, rec in self._layers.items() if rec.out_desc == (Segment(root, self.space.unit(unit).max),)]
+        own = [name for name, rec in self._layers.items()
+               if rec.out_desc and all(seg.unit == root and seg.repeat == 1 for seg in rec.out_desc)]
+        if not own:
+            producers = set(self.space.analysis.unit_producers[root])
+            outputs = [self._layers[p].out_desc for p in producers if p in self._layers]
+            own = [name for name, rec in self._layers.items()
+                   if rec.out_desc in outputs and (name in producers or rec.kind == "bn")]
         norms = [name for name in own if self._layers[name].kind == "bn"]
-        points = norms or [name for name in own if self._layers[name].kind in ("conv", "grouped", "linear", "depthwise")]
-        if not points:
-            raise ConfigError(f"unit {unit!r} shares every output with other channels (a split, grouped or "
-                              "shuffled layout); masking it is not supported")
-        return points
+        return norms or [name for name in own if self._layers[name].kind in ("conv", "grouped", "linear", "depthwise")]
+
+
+def _lay_out_mask(mask: torch.Tensor, root: int, desc: Desc, widths: Mapping[int, int]) -> torch.Tensor:
+    """A unit's mask ``(..., C)`` placed over all active channels of a layer output ``desc``: at
+    every segment of the unit (each channel's ``repeat`` features alike), ones elsewhere."""
+    if len(desc) == 1 and desc[0].unit == root and desc[0].repeat == 1:
+        return mask
+    parts = []
+    for seg in desc:
+        if seg.unit == root:
+            parts.append(mask.repeat_interleave(seg.repeat, dim=-1))
+        else:
+            parts.append(mask.new_ones(*mask.shape[:-1], widths[seg.unit] * seg.repeat))
+    return torch.cat(parts, dim=-1)
 
 
 def _write_into(target: torch.Tensor, sels: Sequence[Selection], value: torch.Tensor) -> None:
