@@ -10,7 +10,7 @@ import torch.fx
 import torch.nn as nn
 
 from widthsearch.errors import ConfigError
-from widthsearch.space.analysis import Desc, PadAddRecord, Segment, SplitRecord, desc_channels
+from widthsearch.space.analysis import Desc, PadAddRecord, SplitRecord, desc_channels
 from widthsearch.space.channel_space import ChannelSpace, Config
 from widthsearch.space.dynamic import (
     ChannelSplit,
