@@ -41,8 +41,12 @@ def run(args: argparse.Namespace) -> int:
             "residual": spec.residual,
             "units": [
                 {"name": u.name, "max": u.max, "default": u.default, "choices": list(u.choices),
-                 "members": list(u.members)}
+                 "copies": u.copies, "members": list(u.members)}
                 for u in space.units
+            ],
+            "fixed_units": [
+                {"name": f.name, "channels": f.channels, "fixed_reason": f.reason, "members": list(f.members)}
+                for f in space.fixed_units
             ],
             "size": space.size,
             "max_flops": max_cost.flops,
@@ -53,10 +57,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'unit':<{width}}  {'max':>5}  {'default':>7}  choices")
     for u in space.units:
         choices = ", ".join(map(str, u.choices))
-        print(f"{u.name:<{width}}  {u.max:>5}  {u.default:>7}  {choices}")
+        copies = f"  (x{u.copies}: channels per group)" if u.copies > 1 else ""
+        print(f"{u.name:<{width}}  {u.max:>5}  {u.default:>7}  {choices}{copies}")
         if args.members:
             print(f"{'':<{width}}         layers: {', '.join(u.members)}")
     print(f"{len(space.units)} units, {space.size:,} configs; FLOPs {format_count(min_cost.flops)} .. {format_count(max_cost.flops)}")
+    if space.fixed_units:
+        print(f"fixed ({len(space.fixed_units)}):")
+        name_width = max(len(f.name) for f in space.fixed_units)
+        for f in space.fixed_units:
+            print(f"  {f.name:<{name_width}}  {f.channels:>5}  {f.reason}")
+            if args.members and f.members:
+                print(f"  {'':<{name_width}}         layers: {', '.join(f.members)}")
     return 0
 
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 from widthsearch.errors import ConfigError
 from widthsearch.space.analysis import Analysis, Desc, analyse
 from widthsearch.space.subnet import Subnet
-from widthsearch.space.units import Cost, Unit, make_choices
+from widthsearch.space.units import Cost, FixedUnit, Unit, make_choices
 
 Config = dict[str, int]
 
@@ -22,9 +22,12 @@ class ChannelSpace:
     Build it with :meth:`from_model`; it never modifies the model.
     """
 
-    def __init__(self, analysis: Analysis, units: Sequence[Unit], roots: Sequence[int]) -> None:
+    def __init__(self, analysis: Analysis, units: Sequence[Unit], roots: Sequence[int],
+                 fixed_units: Sequence[FixedUnit] = ()) -> None:
         self.analysis = analysis
         self.units: list[Unit] = list(units)
+        #: channels that cannot (or were asked not to) change width, each with its reason
+        self.fixed_units: list[FixedUnit] = list(fixed_units)
         self._root_of = {u.name: r for u, r in zip(units, roots)}
         self._unit_of_root = {r: u for u, r in zip(units, roots)}
         self._by_name = {u.name: u for u in units}
@@ -54,27 +57,27 @@ class ChannelSpace:
             groups = None
         analysis = analyse(model, example_input, residual)
         fixed = set(fixed)
-        units, roots = [], []
-        for root in analysis.searchable_roots():
-            producers = analysis.unit_producers[root]
-            if producers[0] in fixed:
-                continue
-            members = [
-                name
-                for name, rec in analysis.layers.items()
-                if any(seg.unit == root for seg in rec.in_desc + rec.out_desc)
-            ]
-            length = analysis.unit_length[root]
-            choices = make_choices(length, groups, divisor, round_to, bins)
-            default = (defaults or {}).get(producers[0])
-            units.append(Unit(producers[0], length, choices, tuple(members), default))
-            roots.append(root)
-        unknown = fixed - {u.name for u in units} - {
-            analysis.unit_producers[r][0] for r in analysis.searchable_roots()
-        }
+        searchable = analysis.searchable_roots()
+        unknown = fixed - {analysis.unit_name(r) for r in searchable}
         if unknown:
             raise ConfigError(f"cannot fix unknown unit(s): {', '.join(sorted(unknown))}")
-        return cls(analysis, units, roots)
+        units, roots, kept = [], [], []
+        for root in searchable:
+            name = analysis.unit_name(root)
+            length = analysis.unit_length[root]
+            if name in fixed:
+                kept.append(FixedUnit(name, length, "fixed on request (the space's fixed units)", _members(analysis, root)))
+                continue
+            choices = make_choices(length, groups, divisor, round_to, bins)
+            default = (defaults or {}).get(name)
+            units.append(Unit(name, length, choices, _members(analysis, root), default, analysis.unit_copies[root]))
+            roots.append(root)
+        for root in analysis.fixed_roots():
+            kept.append(FixedUnit(analysis.unit_name(root), analysis.unit_length[root],
+                                  analysis.fixed_reason(root), _members(analysis, root)))
+        order = {name: i for i, name in enumerate(analysis.layers)}
+        kept.sort(key=lambda f: (order.get(f.name.split("[", 1)[0], -1), f.name))
+        return cls(analysis, units, roots, kept)
 
     # ---- units and configs --------------------------------------------------------------------
     @property
@@ -324,6 +327,13 @@ class ChannelSpace:
         return tuple(config[u.name] for u in self.units)
 
 
+def _members(analysis: Analysis, root: int) -> tuple[str, ...]:
+    """The layers whose weights hold channels of ``root``."""
+    return tuple(
+        name for name, rec in analysis.layers.items() if any(seg.unit == root for seg in rec.in_desc + rec.out_desc)
+    )
+
+
 def _active(spec: Desc | int, widths: Mapping[int, int]) -> int:
     if isinstance(spec, int):
         return spec
@@ -337,15 +347,17 @@ def _compile_cost_terms(analysis: Analysis) -> list[CostTerm]:
     """Per layer: (input channels, output channels, FLOPs per in*out pair, params per pair, params per out).
 
     Channels are a descriptor (active width depends on the config) or a constant. A conv holds
-    ``cin*cout*k/groups`` weights and applies them at every output position of every call; a
-    depthwise conv is ``cout`` channels times ``k`` weights; a batch norm has 2 parameters per channel.
+    ``cin*cout*k/groups`` weights and applies them at every output position of every call (a
+    transposed conv at every *input* position: it scatters each input pixel through the whole
+    kernel, as ``torch.utils.flop_counter`` counts it); a depthwise conv is ``cout`` channels times
+    ``k`` weights; a batch norm has 2 parameters per channel.
     """
     terms: list[CostTerm] = []
     for rec in analysis.layers.values():
         module = rec.module
         positions = sum(rec.spatial)
         bias = int(getattr(module, "bias", None) is not None)
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             kernel = math.prod(module.kernel_size)
             if rec.kind == "depthwise":
                 terms.append((1, rec.out_desc, kernel * positions, kernel, bias))

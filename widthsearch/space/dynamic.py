@@ -1,4 +1,4 @@
-"""Dynamic layers: Conv2d / BatchNorm / Linear that run on a selection of their channels.
+"""Dynamic layers: Conv2d / ConvTranspose2d / BatchNorm / Linear that run on a selection of their channels.
 
 A selection is ``None`` (all channels), a ``slice`` (contiguous: prefix or suffix, a free view of
 the weight) or a ``LongTensor`` of indices. Layers are converted *in place* by swapping
@@ -25,6 +25,21 @@ def take(tensor: torch.Tensor, dim: int, sel: Selection) -> torch.Tensor:
     return tensor.index_select(dim, sel.to(tensor.device))
 
 
+def per_group(sel: Selection, groups: int) -> Selection:
+    """The selection inside one group of a grouped layer, given its selection over all groups.
+
+    The analysis gives every group the same layout, so the first ``1/groups`` of the selected
+    channels (all inside group 0) say which channels of each group run: the columns of the
+    grouped weight, which holds one group's channels."""
+    if sel is None or groups == 1:
+        return sel
+    index = torch.arange(sel.start, sel.stop) if isinstance(sel, slice) else sel
+    first = index[: index.numel() // groups]
+    if first.numel() and int(first[-1] - first[0]) + 1 == first.numel():
+        return slice(int(first[0]), int(first[-1]) + 1)
+    return first
+
+
 def selection_size(sel: Selection, full: int) -> int:
     if sel is None:
         return full
@@ -34,16 +49,25 @@ def selection_size(sel: Selection, full: int) -> int:
 
 
 class DynamicConv2d(nn.Conv2d):
-    """Conv2d on selected input/output channels; a depthwise conv follows its channel selection."""
+    """Conv2d on selected input/output channels; a depthwise conv follows its channel selection.
+
+    ``in_sel``/``out_sel`` select among all input/output channels; a grouped conv keeps its groups
+    and slices every group alike (its weight's columns are one group's input channels).
+    """
 
     in_sel: Selection = None
     out_sel: Selection = None
     depthwise: bool = False
 
+    def weight_selections(self) -> tuple[Selection, Selection]:
+        """Selections along weight dims 0 and 1."""
+        if self.depthwise:
+            return self.out_sel, None
+        return self.out_sel, per_group(self.in_sel, self.groups)
+
     def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        weight = take(self.weight, 0, self.out_sel)
-        if not self.depthwise:
-            weight = take(weight, 1, self.in_sel)
+        rows, cols = self.weight_selections()
+        weight = take(take(self.weight, 0, rows), 1, cols)
         bias = take(self.bias, 0, self.out_sel) if self.bias is not None else None
         groups = weight.shape[0] if self.depthwise else self.groups
         return weight, bias, groups
@@ -57,6 +81,37 @@ class DynamicConv2d(nn.Conv2d):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
         return F.conv2d(x, weight, bias, self.stride, padding, self.dilation, groups)
+
+
+class DynamicConvTranspose2d(nn.ConvTranspose2d):
+    """ConvTranspose2d on selected channels. Its weight is laid out (in, out/groups, kH, kW):
+    rows are input channels, columns one group's output channels."""
+
+    in_sel: Selection = None
+    out_sel: Selection = None
+    depthwise: bool = False
+
+    def weight_selections(self) -> tuple[Selection, Selection]:
+        """Selections along weight dims 0 and 1."""
+        if self.depthwise:
+            return self.out_sel, None
+        return self.in_sel, per_group(self.out_sel, self.groups)
+
+    def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        rows, cols = self.weight_selections()
+        weight = take(take(self.weight, 0, rows), 1, cols)
+        bias = take(self.bias, 0, self.out_sel) if self.bias is not None else None
+        groups = weight.shape[0] if self.depthwise else self.groups
+        return weight, bias, groups
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:  # type: ignore[override]
+        if self.in_sel is None and self.out_sel is None:
+            return super().forward(x, output_size)
+        weight, bias, groups = self.active_weight()
+        output_padding = self._output_padding(
+            x, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation,  # type: ignore[arg-type]
+        )
+        return F.conv_transpose2d(x, weight, bias, self.stride, self.padding, output_padding, groups, self.dilation)
 
 
 class DynamicLinear(nn.Linear):
@@ -124,6 +179,7 @@ class DynamicBatchNorm1d(_DynamicBatchNorm, nn.BatchNorm1d):
 
 _DYNAMIC = {
     nn.Conv2d: DynamicConv2d,
+    nn.ConvTranspose2d: DynamicConvTranspose2d,
     nn.Linear: DynamicLinear,
     nn.BatchNorm2d: DynamicBatchNorm2d,
     nn.BatchNorm1d: DynamicBatchNorm1d,
@@ -150,6 +206,14 @@ def static_copy(module: nn.Module) -> nn.Module:
             out = nn.Conv2d(
                 weight.shape[1] * groups, weight.shape[0], module.kernel_size, module.stride,
                 module.padding, module.dilation, groups, bias is not None, module.padding_mode,
+                device="meta",
+            )
+            return _fill(out, {"weight": weight, "bias": bias}, module.training)
+        if isinstance(module, DynamicConvTranspose2d):
+            weight, bias, groups = module.active_weight()
+            out = nn.ConvTranspose2d(
+                weight.shape[0], weight.shape[1] * groups, module.kernel_size, module.stride, module.padding,
+                module.output_padding, groups, bias is not None, module.dilation, module.padding_mode,
                 device="meta",
             )
             return _fill(out, {"weight": weight, "bias": bias}, module.training)
@@ -221,3 +285,22 @@ class PadAdd(nn.Module):
 
     def extra_repr(self) -> str:
         return f"op={self.op}, channels={self.channels}"
+
+
+class ChannelSplit(nn.Module):
+    """``torch.split(x, sizes, dim=1)`` with sizes set by the supernet (a chunk/split along channels).
+
+    The analysis gives every piece of a split along channels its own channel descriptor; when
+    their widths change, the sizes of the split change with them. The supernet sets ``sizes`` for
+    the active sub-network; an exported static network keeps a copy, so it splits alike.
+    """
+
+    def __init__(self, sizes: list[int] | None = None) -> None:
+        super().__init__()
+        self.sizes: list[int] = list(sizes or [])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(x, self.sizes, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}"

@@ -144,7 +144,7 @@ def _default_widths(spec: SpaceSpec) -> dict[str, int] | None:
     if spec.widen == 1.0:
         return None
     base = analyse(build_space_model(spec, spec.width_mult), spec.example_input(), spec.residual)
-    return {base.unit_producers[r][0]: base.unit_length[r] for r in base.searchable_roots()}
+    return {base.unit_name(r): base.unit_length[r] for r in base.searchable_roots()}
 
 
 def build_supernet(spec: SpaceSpec, model=None):

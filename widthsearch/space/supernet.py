@@ -10,12 +10,14 @@ import torch.fx
 import torch.nn as nn
 
 from widthsearch.errors import ConfigError
-from widthsearch.space.analysis import Desc, PadAddRecord, Segment, desc_channels
+from widthsearch.space.analysis import Desc, PadAddRecord, SplitRecord, desc_channels
 from widthsearch.space.channel_space import ChannelSpace, Config
 from widthsearch.space.dynamic import (
+    ChannelSplit,
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
     DynamicConv2d,
+    DynamicConvTranspose2d,
     PadAdd,
     Selection,
     make_dynamic,
@@ -25,6 +27,9 @@ from widthsearch.space.dynamic import (
 from widthsearch.space.subnet import Subnet, as_subnet
 from widthsearch.space.units import Cost
 
+_CONVS = (DynamicConv2d, DynamicConvTranspose2d)
+
+
 class Supernet:
     """Controls a model whose Conv2d/BatchNorm/Linear layers run on a subset of channels.
 
@@ -33,8 +38,10 @@ class Supernet:
     ``torch.save``. The active sub-network is pushed into each layer by :meth:`set_config`.
 
     With ``residual="pad"`` the operands of residual adds keep separate units and the sums become
-    zero-padded :class:`PadAdd` modules; ``self.model`` is then a ``torch.fx.GraphModule`` that
-    shares the user's layers (same ``state_dict`` keys) -- run that one, not the original object.
+    zero-padded :class:`PadAdd` modules, and chunks/splits along channels become
+    :class:`ChannelSplit` modules whose sizes follow the widths; ``self.model`` is then a
+    ``torch.fx.GraphModule`` that shares the user's layers (same ``state_dict`` keys) -- run that
+    one, not the original object.
     """
 
     def __init__(
@@ -55,13 +62,13 @@ class Supernet:
         self._layers = {
             name: rec
             for name, rec in space.analysis.layers.items()
-            if rec.kind in ("conv", "depthwise", "bn", "linear")
+            if rec.kind in ("conv", "grouped", "depthwise", "bn", "linear")
         }
         for rec in self._layers.values():
             make_dynamic(rec.module)
-            if isinstance(rec.module, DynamicConv2d):
+            if isinstance(rec.module, _CONVS):
                 rec.module.depthwise = rec.kind == "depthwise"
-        self.model, self._pad_adds = _with_pad_adds(model, space)
+        self.model, self._pad_adds, self._splits = _rewrite(model, space)
         self.subnet = Subnet({})
         self.set_config(space.max_config())
 
@@ -97,7 +104,7 @@ class Supernet:
             module = rec.module
             if isinstance(module, (DynamicBatchNorm2d, DynamicBatchNorm1d)):
                 module.sel = _desc_selection(rec.out_desc, unit_sel)
-            elif isinstance(module, DynamicConv2d) and module.depthwise:
+            elif isinstance(module, _CONVS) and module.depthwise:
                 module.out_sel = _desc_selection(rec.out_desc, unit_sel)
                 module.in_sel = None
             else:
@@ -109,6 +116,10 @@ class Supernet:
             pad_add.places = [
                 None if desc is None else _place(_desc_selection(desc, unit_sel), out_sel, desc_channels(desc))
                 for desc in record.operands
+            ]
+        for split_record, split in self._splits:
+            split.sizes = [
+                selection_size(_desc_selection(piece, unit_sel), desc_channels(piece)) for piece in split_record.pieces
             ]
         self.subnet = subnet
 
@@ -255,9 +266,10 @@ class Supernet:
             if isinstance(module, (DynamicBatchNorm2d, DynamicBatchNorm1d)):
                 sels = {"weight": [module.sel], "bias": [module.sel], "running_mean": [module.sel],
                         "running_var": [module.sel], "num_batches_tracked": []}
+            elif isinstance(module, _CONVS):
+                sels = {"weight": list(module.weight_selections()), "bias": [module.out_sel]}
             else:
-                in_sel = None if getattr(module, "depthwise", False) else module.in_sel
-                sels = {"weight": [module.out_sel, in_sel], "bias": [module.out_sel]}
+                sels = {"weight": [module.out_sel, module.in_sel], "bias": [module.out_sel]}
             for attr, dims in sels.items():
                 target, value = getattr(module, attr, None), getattr(source, attr, None)
                 if target is None or value is None:
@@ -270,8 +282,11 @@ class Supernet:
 
         Dim 0 is a layer's output channels (conv/linear weight rows, bias, BN parameters and
         statistics, depthwise filters); dim 1 its input channels (conv/linear weight columns; a
-        flattened channel spans ``repeat`` consecutive features). Consumers of a zero-padded sum
-        that holds the unit read the unit's channels at the same positions, and are listed too.
+        flattened or interleaved channel spans ``repeat`` consecutive features). The dims are the
+        layer's outputs and inputs, not its weight's axes: a ConvTranspose2d holds its inputs in
+        weight rows, and a grouped conv holds one group's input channels in its weight columns
+        (the ranges here index all of its input channels). Consumers of a zero-padded sum that
+        holds the unit read the unit's channels at the same positions, and are listed too.
         """
         roots = {self.space.root_of(unit)}
         roots |= {j for j, members in self.space.analysis.joins.items() if roots & set(members)}
@@ -282,7 +297,7 @@ class Supernet:
         """(layer, dim, index range, root) for every segment of every dynamic layer."""
         for name, rec in self._layers.items():
             descs = [(0, rec.out_desc)]
-            if rec.kind in ("conv", "linear"):
+            if rec.kind in ("conv", "grouped", "linear"):
                 descs.append((1, rec.in_desc))
             for dim, desc in descs:
                 offset = 0
@@ -328,22 +343,28 @@ class Supernet:
         a callable ``(batch size, C, device) -> tensor`` that is called once per forward of the
         model, so every output of the unit in that forward gets the same mask (Network
         Adjustment's SpatialDropout probe). The outputs of a unit are its batch norms (or its
-        producers when it has none), before any residual add.
+        producers when it has none), before any residual add; a unit that is only part of its
+        producers' outputs (a piece of a split) is masked there, at its own channels.
         """
         current: dict[str, torch.Tensor] = {}
+        widths: dict[int, int] = {}
 
         def draw(module: nn.Module, inputs: tuple) -> None:
             x = inputs[0] if inputs else None
             batch = int(x.shape[0]) if isinstance(x, torch.Tensor) else 1
             current.clear()
+            widths.clear()
+            widths.update(self.space.widths_by_root(self.subnet))
             for name, mask in masks.items():
                 width = self.subnet[name]
                 current[name] = mask(batch, width, x.device if isinstance(x, torch.Tensor) else torch.device("cpu")) \
                     if callable(mask) else mask
 
-        def apply(name: str) -> Callable:
+        def apply(name: str, layer: str) -> Callable:
+            root, desc = self.space.root_of(name), self._layers[layer].out_desc
+
             def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-                mask = current[name].to(output.dtype)
+                mask = _lay_out_mask(current[name].to(output.dtype), root, desc, widths)
                 shape = [mask.shape[0] if mask.dim() == 2 else 1, mask.shape[-1]] + [1] * (output.dim() - 2)
                 return output * mask.reshape(shape)
             return hook
@@ -352,7 +373,8 @@ class Supernet:
             self.space.unit(name)  # a one-line error for an unknown unit
         handles = [self.model.register_forward_pre_hook(draw)]
         for name in masks:
-            handles += [self._layers[layer].module.register_forward_hook(apply(name)) for layer in self._mask_points(name)]
+            handles += [self._layers[layer].module.register_forward_hook(apply(name, layer))
+                        for layer in self._mask_points(name)]
         try:
             yield self
         finally:
@@ -367,10 +389,32 @@ class Supernet:
         return self._mask_points(unit)
 
     def _mask_points(self, unit: str) -> list[str]:
+        """Layers whose output is the unit alone (once, or once per group of a grouped conv); else
+        its producers and the batch norms of their outputs. Batch norms are preferred."""
         root = self.space.root_of(unit)
-        own = [name for name, rec in self._layers.items() if rec.out_desc == (Segment(root, self.space.unit(unit).max),)]
+        own = [name for name, rec in self._layers.items()
+               if rec.out_desc and all(seg.unit == root and seg.repeat == 1 for seg in rec.out_desc)]
+        if not own:
+            producers = set(self.space.analysis.unit_producers[root])
+            outputs = [self._layers[p].out_desc for p in producers if p in self._layers]
+            own = [name for name, rec in self._layers.items()
+                   if rec.out_desc in outputs and (name in producers or rec.kind == "bn")]
         norms = [name for name in own if self._layers[name].kind == "bn"]
-        return norms or [name for name in own if self._layers[name].kind in ("conv", "linear", "depthwise")]
+        return norms or [name for name in own if self._layers[name].kind in ("conv", "grouped", "linear", "depthwise")]
+
+
+def _lay_out_mask(mask: torch.Tensor, root: int, desc: Desc, widths: Mapping[int, int]) -> torch.Tensor:
+    """A unit's mask ``(..., C)`` placed over all active channels of a layer output ``desc``: at
+    every segment of the unit (each channel's ``repeat`` features alike), ones elsewhere."""
+    if len(desc) == 1 and desc[0].unit == root and desc[0].repeat == 1:
+        return mask
+    parts = []
+    for seg in desc:
+        if seg.unit == root:
+            parts.append(mask.repeat_interleave(seg.repeat, dim=-1))
+        else:
+            parts.append(mask.new_ones(*mask.shape[:-1], widths[seg.unit] * seg.repeat))
+    return torch.cat(parts, dim=-1)
 
 
 def _write_into(target: torch.Tensor, sels: Sequence[Selection], value: torch.Tensor) -> None:
@@ -462,19 +506,33 @@ def _place(op_sel: Selection, out_sel: Selection, length: int) -> Selection:
 
 
 def _permute_layer(module: nn.Module, dim: int, spans: Sequence[range], perm: torch.Tensor) -> None:
-    """Permute the channels in ``spans`` of ``module`` along weight dim ``dim`` by ``perm``."""
-    size = module.weight.shape[dim] if dim == 1 else _out_size(module)
+    """Permute the channels in ``spans`` of ``module``'s outputs (``dim`` 0) or inputs (1) by ``perm``."""
+    axes = _channel_axes(module, dim)
+    size = _out_size(module) if dim == 0 else module.in_features if isinstance(module, nn.Linear) else module.in_channels
     index = torch.arange(size)
     for span in spans:
         repeat = len(span) // perm.numel()
         features = (perm[:, None] * repeat + torch.arange(repeat)).reshape(-1)
         index[span.start:span.stop] = features + span.start
-    tensors = [module.weight] if dim == 1 else [
-        t for t in (getattr(module, n, None) for n in ("weight", "bias", "running_mean", "running_var"))
-        if isinstance(t, torch.Tensor)
-    ]
-    for tensor in tensors:
-        tensor.copy_(tensor.index_select(dim, index.to(tensor.device)))
+    for tensor, axis, grouped in axes:
+        # a grouped weight holds one group's channels: every group is permuted alike, so the
+        # first group's part of the index is the whole story
+        part = index[: tensor.shape[axis]] if grouped else index
+        tensor.copy_(tensor.index_select(axis, part.to(tensor.device)))
+
+
+def _channel_axes(module: nn.Module, dim: int) -> list[tuple[torch.Tensor, int, bool]]:
+    """``(tensor, axis, holds one group)`` for every tensor of ``module`` along its outputs (0) or inputs (1)."""
+    named = [getattr(module, n, None) for n in ("weight", "bias", "running_mean", "running_var")]
+    tensors = [t for t in named if isinstance(t, torch.Tensor)]
+    if not isinstance(module, _CONVS):
+        return [(module.weight, 1, False)] if dim == 1 else [(t, 0, False) for t in tensors]
+    grouped = module.groups > 1 and not module.depthwise
+    transposed = isinstance(module, DynamicConvTranspose2d) and not module.depthwise
+    bias = [(module.bias, 0, False)] if module.bias is not None and dim == 0 else []
+    if dim == 0:  # outputs: weight rows (columns of a transposed conv) and the bias
+        return [(module.weight, 1, grouped) if transposed else (module.weight, 0, False)] + bias
+    return [(module.weight, 0, False) if transposed else (module.weight, 1, grouped)]
 
 
 def _out_size(module: nn.Module) -> int:
@@ -484,34 +542,46 @@ def _out_size(module: nn.Module) -> int:
     raise TypeError(f"{type(module).__name__} has no channel count")
 
 
-def _with_pad_adds(model: nn.Module, space: ChannelSpace) -> tuple[nn.Module, list[tuple[PadAddRecord, PadAdd]]]:
-    """``model`` itself (tie), or an fx rewrite of it whose padded sums are :class:`PadAdd` modules."""
+Rewrites = tuple[nn.Module, list[tuple[PadAddRecord, PadAdd]], list[tuple[SplitRecord, ChannelSplit]]]
+
+
+def _rewrite(model: nn.Module, space: ChannelSpace) -> Rewrites:
+    """``model`` itself, or an fx rewrite of it whose padded sums are :class:`PadAdd` modules and
+    whose chunks/splits along channels are :class:`ChannelSplit` modules."""
     analysis = space.analysis
-    if not analysis.pad_adds:
-        return model, []
+    if not analysis.pad_adds and not analysis.splits:
+        return model, [], []
     graph = copy.deepcopy(analysis.graph.graph)  # type: ignore[union-attr]
     gm = torch.fx.GraphModule(model, graph, class_name=type(model).__name__)
     _keep_unused_modules(gm, model)
     nodes = {node.name: node for node in graph.nodes}
     taken = {name for name, _ in gm.named_modules()}
-    pairs = []
-    for record in analysis.pad_adds:
-        node = nodes[record.node]
-        name = f"{node.name}_pad"
+
+    def replace(node_name: str, suffix: str, module: nn.Module, args: tuple) -> None:
+        node = nodes[node_name]
+        name = f"{node.name}_{suffix}"
         while name in taken:
             name += "_"
         taken.add(name)
-        op = "sub" if str(getattr(node.target, "__name__", node.target)).strip("_").startswith(("sub", "isub")) else "add"
-        module = PadAdd(op)
         gm.add_submodule(name, module)
         with graph.inserting_after(node):
-            replacement = graph.call_module(name, node.args, dict(node.kwargs))
+            replacement = graph.call_module(name, args, dict(node.kwargs) if suffix == "pad" else {})
         node.replace_all_uses_with(replacement)
         graph.erase_node(node)
-        pairs.append((record, module))
+
+    pads = []
+    for record in analysis.pad_adds:
+        node = nodes[record.node]
+        op = "sub" if str(getattr(node.target, "__name__", node.target)).strip("_").startswith(("sub", "isub")) else "add"
+        pads.append((record, PadAdd(op)))
+        replace(record.node, "pad", pads[-1][1], node.args)
+    splits = []
+    for split_record in analysis.splits:
+        splits.append((split_record, ChannelSplit()))
+        replace(split_record.node, "split", splits[-1][1], nodes[split_record.node].args[:1])
     gm.recompile()
     gm.train(model.training)
-    return gm, pairs
+    return gm, pads, splits
 
 
 def _keep_unused_modules(gm: torch.fx.GraphModule, model: nn.Module) -> None:

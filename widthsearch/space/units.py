@@ -25,6 +25,9 @@ class Unit:
     choices: tuple[int, ...]
     members: tuple[str, ...]
     default: int | None = None
+    #: how often the unit's channels appear in its first producer's output: a grouped conv with
+    #: G groups repeats its output unit G times, so its width counts channels per group
+    copies: int = 1
 
     def __post_init__(self) -> None:
         if self.default is None:
@@ -39,6 +42,16 @@ class Unit:
     def top(self) -> int:
         """The largest allowed width (``max`` unless choices stop below the physical width)."""
         return self.choices[-1]
+
+
+@dataclass(frozen=True)
+class FixedUnit:
+    """Channels that keep their width in every sub-network, and why (``reason``, in words)."""
+
+    name: str
+    channels: int
+    reason: str
+    members: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
