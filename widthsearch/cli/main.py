@@ -10,7 +10,8 @@ from typing import Any, Sequence
 from widthsearch.errors import UserError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
-COMMAND_MODULES = ("profile", "space", "export", "supernet", "search", "train", "run", "adjust", "spnet", "bench")
+COMMAND_MODULES = ("profile", "space", "export", "latency_table", "supernet", "search", "train", "run", "adjust", "spnet",
+                   "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
