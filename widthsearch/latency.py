@@ -603,8 +603,8 @@ class LatencyTable:
 def check_table(table: LatencyTable, spec: Mapping[str, Any] | Any, *, runtime: str | None = None,
                 threads: int | None = None, batch_size: int | None = None) -> None:
     """Refuse (one line) a table measured for another space, runtime, thread count or batch size."""
-    mine = SpaceSpec.from_dict(table.doc["space"]).to_dict()
-    theirs = SpaceSpec.from_dict(spec if isinstance(spec, Mapping) else spec.to_dict()).to_dict()
+    mine = _resolved(SpaceSpec.from_dict(table.doc["space"]).to_dict())
+    theirs = _resolved(SpaceSpec.from_dict(spec if isinstance(spec, Mapping) else spec.to_dict()).to_dict())
     where = table.source or "the latency table"
     for key in mine:
         if key == "physical" and (mine[key] is None or theirs[key] is None):
@@ -615,6 +615,18 @@ def check_table(table: LatencyTable, spec: Mapping[str, Any] | Any, *, runtime: 
     for key, wanted in (("runtime", runtime), ("threads", threads), ("batch_size", batch_size)):
         if wanted is not None and table.doc[key] != wanted:
             raise UserError(f"{where} was measured with {key} {table.doc[key]}, not {wanted}")
+
+
+def _resolved(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec dict with the model's defaults written out (None classes/input mean the model's own)."""
+    from widthsearch.models import model_info
+
+    info = model_info(spec["model"])
+    if spec.get("num_classes") is None:
+        spec["num_classes"] = info["num_classes"]
+    if spec.get("input_shape") is None:
+        spec["input_shape"] = list(info["input_shape"])
+    return spec
 
 
 def summary(table: Mapping[str, Any]) -> dict[str, Any]:
