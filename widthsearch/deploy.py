@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from widthsearch.costs import Latency, measure_latency
+from widthsearch.costs import Latency
 from widthsearch.errors import UserError
 from widthsearch.io import write_atomic
 
@@ -244,28 +244,46 @@ def save_deployed(path: str | Path, fmt: str, model: nn.Module, input_shape: Seq
 
 # ---- latency on a runtime ----------------------------------------------------------------------------
 def measure_runtime_latency(model: nn.Module, example: torch.Tensor, runtime: str = "torch", runs: int = 30,
-                            warmup: int = 5, threads: int | None = None) -> Latency:
-    """Median latency of ``model`` on ``runtime``: torch eager (:func:`~widthsearch.costs.measure_latency`)
-    or onnxruntime on its ONNX export, with ``threads`` intra-op threads either way."""
-    if runtime == "torch":
-        return measure_latency(model, example, runs=runs, warmup=warmup, threads=threads)
-    if runtime != "onnxruntime":
+                            warmup: int = 5, threads: int | None = None, clock: str = "wall") -> Latency:
+    """Median latency of ``model`` on ``runtime``: torch eager or onnxruntime on its ONNX export,
+    with ``threads`` intra-op threads either way.
+
+    ``clock="cpu"`` times the CPU time of the calling thread instead of the wall clock: with one
+    thread, where both runtimes compute in the caller, that is the latency the forward would have on
+    an idle core, without the time the OS gives other processes (a shared machine).
+    """
+    if runtime not in RUNTIMES:
         raise UserError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
-    threads = int(threads or torch.get_num_threads())
-    run = ort_runner(ort_session(onnx_bytes(model, example[:1]), threads=threads))
-    times = time_calls(lambda: run(example), runs, warmup)
+    previous = torch.get_num_threads()
+    threads = int(threads or previous)
+    if clock == "cpu" and threads != 1:
+        raise UserError("the cpu clock times the calling thread only: use it with 1 thread")
+    if runtime == "torch":
+        model.eval()
+        torch.set_num_threads(threads)
+        try:
+            with torch.no_grad():
+                times = time_calls(lambda: model(example), runs, warmup, clock)
+        finally:
+            torch.set_num_threads(previous)
+        device = str(example.device)
+    else:
+        run = ort_runner(ort_session(onnx_bytes(model, example[:1]), threads=threads))
+        times = time_calls(lambda: run(example), runs, warmup, clock)
+        device = "cpu (onnxruntime)"
     return Latency(median_ms=statistics.median(times), p90_ms=times[min(len(times) - 1, int(0.9 * len(times)))],
-                   runs=runs, warmup=warmup, batch_size=int(example.shape[0]), threads=threads,
-                   device="cpu (onnxruntime)")
+                   runs=runs, warmup=warmup, batch_size=int(example.shape[0]), threads=threads, device=device)
 
 
-def time_calls(call: Callable[[], Any], runs: int, warmup: int) -> list[float]:
-    """Sorted wall times (ms) of ``runs`` calls after ``warmup`` untimed ones."""
+def time_calls(call: Callable[[], Any], runs: int, warmup: int, clock: str = "wall") -> list[float]:
+    """Sorted times (ms) of ``runs`` calls after ``warmup`` untimed ones: wall clock, or the CPU
+    time of the calling thread (``clock="cpu"``)."""
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     for _ in range(warmup):
         call()
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start = now()
         call()
-        times.append((time.perf_counter() - start) * 1000.0)
+        times.append((now() - start) * 1000.0)
     return sorted(times)

@@ -13,9 +13,14 @@ and predicts a config's latency as the sum of its blocks' entries plus a constan
   the same channels (depthwise conv, batch norm) only along the diagonal. ``grid`` keeps at most
   that many widths per side, evenly spread over the possible ones; other widths are then
   interpolated (bilinearly on two sides, linearly on one).
-* What the blocks leave out (residual adds, zero padding, pooling, activations not right after a
-  block, the framework's per-op overhead) is the *offset*: the mean over ``references`` configs
-  (uniform widths from the smallest to the largest config) of measured minus summed latency.
+* What the blocks leave out is calibrated on ``references`` whole-network measurements (uniform
+  configs from the smallest to the largest, then seeded random ones): the prediction is
+  ``offset + scale * sum of blocks``, the least-squares line through the references (a constant
+  ``offset`` alone when there are fewer than 3). The offset holds what does not grow with the
+  widths (residual adds, pooling, per-op overhead); the scale what does: in a network every
+  block's output is fresh memory that the allocator often has to page in, while a block measured
+  alone reuses the buffer it just freed, so on glibc a wide network runs slower than the sum of
+  its blocks alone (docs/deploy.md).
 
 The table is plain JSON: the space spec it was measured for, the runtime, threads and batch size,
 each block's width expressions, grid and milliseconds. :class:`LatencyTable` predicts from that
@@ -31,6 +36,7 @@ import datetime
 import json
 import math
 import platform
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -50,7 +56,8 @@ TABLE_FORMAT = "widthsearch.latency-table/1"
 #: an expression with more possible widths than this (a concat of many units) is measured on an even grid
 MAX_EXACT_WIDTHS = 256
 #: fields of the table that must match to continue building it (``--resume``)
-SETTINGS = ("space", "runtime", "threads", "batch_size", "runs", "warmup", "grid", "references")
+SETTINGS = ("space", "runtime", "threads", "batch_size", "runs", "warmup", "grid", "references", "clock")
+CLOCKS = ("wall", "cpu")
 
 Measure = Callable[[nn.Module, torch.Tensor], float]
 #: a width expression: terms ``{"units": [names], "repeat": r}`` (the widest of the units, times r)
@@ -265,58 +272,50 @@ def block_module(plan: BlockPlan, cin: int, cout: int, batch_size: int = 1) -> t
 
 
 # ---- measurement -----------------------------------------------------------------------------------
-def torch_measure(runs: int, warmup: int) -> Measure:
-    """Median ms of ``runs`` eager forwards after ``warmup`` (threads are set by the caller)."""
-    from widthsearch.deploy import time_calls
+def runtime_measure(runtime: str, runs: int, warmup: int, threads: int, clock: str = "wall") -> Measure:
+    """Median ms of ``runs`` forwards after ``warmup``: torch eager (threads set by the caller) or
+    onnxruntime on the module's ONNX export with ``threads`` intra-op threads."""
+    from widthsearch.deploy import measure_runtime_latency, require
 
-    def measure(module: nn.Module, x: torch.Tensor) -> float:
-        module.eval()
-        with torch.no_grad():
-            return statistics.median(time_calls(lambda: module(x), runs, warmup))
-
-    return measure
-
-
-def onnxruntime_measure(runs: int, warmup: int, threads: int) -> Measure:
-    """Median ms of ``runs`` onnxruntime calls of the module's ONNX export after ``warmup``."""
-    from widthsearch.deploy import onnx_bytes, ort_runner, ort_session, time_calls
-
-    def measure(module: nn.Module, x: torch.Tensor) -> float:
-        run = ort_runner(ort_session(onnx_bytes(module, x[:1]), threads=threads))
-        return statistics.median(time_calls(lambda: run(x), runs, warmup))
-
-    return measure
-
-
-def runtime_measure(runtime: str, runs: int, warmup: int, threads: int) -> Measure:
-    if runtime == "torch":
-        return torch_measure(runs, warmup)
     if runtime == "onnxruntime":
-        from widthsearch.deploy import require
-
         require("onnx", "--runtime onnxruntime")
         require("onnxruntime", "--runtime onnxruntime")
-        return onnxruntime_measure(runs, warmup, threads)
-    raise UserError(f"unknown runtime {runtime!r}; choose one of: torch, onnxruntime")
+    elif runtime != "torch":
+        raise UserError(f"unknown runtime {runtime!r}; choose one of: torch, onnxruntime")
+
+    def measure(module: nn.Module, x: torch.Tensor) -> float:
+        return measure_runtime_latency(module, x, runtime=runtime, runs=runs, warmup=warmup, threads=threads,
+                                       clock=clock).median_ms
+
+    return measure
 
 
-def reference_configs(space: Any, count: int) -> list[dict[str, int]]:
-    """``count`` uniform configs from the smallest to the largest (the offset's references)."""
+#: the first references are uniform configs this far apart in width ratio; the rest are random
+_UNIFORM_REFERENCES = 5
+
+
+def reference_configs(space: Any, count: int, seed: int = 0) -> list[dict[str, int]]:
+    """``count`` configs that calibrate offset and scale: up to 5 uniform ones from the smallest to
+    the largest, then seeded random ones (the widths a search meets)."""
     if count < 1:
         raise UserError(f"--references must be at least 1, got {count}")
     if count == 1:
         return [space.uniform_config(0.5)]
+    uniform = min(count, _UNIFORM_REFERENCES)
     configs = [space.min_config()]
-    configs += [space.uniform_config(i / (count - 1)) for i in range(1, count - 1)]
-    return configs + [space.max_config()]
+    configs += [space.uniform_config(i / (uniform - 1)) for i in range(1, uniform - 1)]
+    configs.append(space.max_config())
+    rng = random.Random(seed)
+    return configs + [space.random_config(rng) for _ in range(count - uniform)]
 
 
 # ---- building a table --------------------------------------------------------------------------------
 def new_table(net: Any, spec: Any, *, runtime: str, threads: int, batch_size: int, runs: int, warmup: int,
-              grid: int | None, references: int) -> dict[str, Any]:
+              grid: int | None, references: int, clock: str = "wall") -> dict[str, Any]:
     """An empty table (nothing measured yet) for the supernet ``net`` of ``spec``."""
     if batch_size < 1 or runs < 1 or warmup < 0 or threads < 1:
         raise UserError("--batch-size, --runs and --threads must be at least 1 and --warmup at least 0")
+    check_clock(clock, threads)
     blocks = [{
         "name": b.name, "layers": b.layers, "kind": b.kind, "input": b.input_shape,
         "in": b.in_expr, "out": b.out_expr, "axes": b.axes, "grid": b.grid,
@@ -326,9 +325,9 @@ def new_table(net: Any, spec: Any, *, runtime: str, threads: int, batch_size: in
     return {
         "format": TABLE_FORMAT, "space": spec.to_dict(), "runtime": runtime, "threads": int(threads),
         "batch_size": int(batch_size), "runs": int(runs), "warmup": int(warmup), "grid": grid,
-        "references": int(references), "units": [u.name for u in net.space.units],
+        "references": int(references), "clock": clock, "units": [u.name for u in net.space.units],
         "environment": environment(runtime), "blocks": blocks, "reference_configs": refs,
-        "offset_ms": None, "complete": False, "measure_seconds": 0.0,
+        "offset_ms": None, "scale": None, "complete": False, "measure_seconds": 0.0,
     }
 
 
@@ -409,16 +408,35 @@ def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Calla
     return table
 
 
+def check_clock(clock: str, threads: int) -> None:
+    if clock not in CLOCKS:
+        raise UserError(f"unknown clock {clock!r}; choose one of: {', '.join(CLOCKS)}")
+    if clock == "cpu" and threads != 1:
+        raise UserError("--clock cpu times the calling thread only: use it with --threads 1")
+
+
 def finish(table: dict[str, Any]) -> None:
-    """The offset from the reference configs once everything is measured."""
+    """Offset and scale from the reference configs once everything is measured."""
     if pending(table):
         return
-    predictor = LatencyTable(table, offset=0.0)
-    for ref in table["reference_configs"]:
+    predictor = LatencyTable(table, offset=0.0, scale=1.0)
+    refs = table["reference_configs"]
+    for ref in refs:
         ref["sum_ms"] = predictor.predict(ref["config"])
-    residuals = [r["measured_ms"] - r["sum_ms"] for r in table["reference_configs"]]
-    table["offset_ms"] = statistics.fmean(residuals)
+    table["offset_ms"], table["scale"] = calibrate([r["sum_ms"] for r in refs], [r["measured_ms"] for r in refs])
     table["complete"] = True
+
+
+def calibrate(sums: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """(offset, scale) of the least-squares line ``measured = offset + scale * sum``; with fewer
+    than 3 references (or sums that do not vary) the scale stays 1 and the offset is the mean residual."""
+    n = len(sums)
+    mean_s, mean_m = statistics.fmean(sums), statistics.fmean(measured)
+    spread = sum((x - mean_s) ** 2 for x in sums)
+    if n < 3 or spread <= 1e-12 * max(1.0, mean_s ** 2):
+        return mean_m - mean_s, 1.0
+    scale = sum((x - mean_s) * (y - mean_m) for x, y in zip(sums, measured)) / spread
+    return mean_m - scale * mean_s, scale
 
 
 def check_resumable(saved: Mapping[str, Any], fresh: Mapping[str, Any], path: Path) -> None:
@@ -440,8 +458,8 @@ def _short(value: Any) -> str:
 
 
 def build_table(net: Any, spec: Any, out: str | Path, *, runtime: str = "torch", threads: int = 1,
-                batch_size: int = 1, runs: int = 10, warmup: int = 3, grid: int | None = None, references: int = 5,
-                resume: bool = False, force: bool = False, progress: bool = False,
+                batch_size: int = 1, runs: int = 10, warmup: int = 3, grid: int | None = None, references: int = 20,
+                clock: str = "wall", resume: bool = False, force: bool = False, progress: bool = False,
                 measure: Measure | None = None) -> dict[str, Any]:
     """Measure the latency table of ``net`` (the supernet of ``spec``) and write it to ``out``.
 
@@ -450,7 +468,7 @@ def build_table(net: Any, spec: Any, out: str | Path, *, runtime: str = "torch",
     """
     out = Path(out)
     fresh = new_table(net, spec, runtime=runtime, threads=threads, batch_size=batch_size, runs=runs,
-                      warmup=warmup, grid=grid, references=references)
+                      warmup=warmup, grid=grid, references=references, clock=clock)
     table = fresh
     if out.exists():
         if resume:
@@ -460,7 +478,7 @@ def build_table(net: Any, spec: Any, out: str | Path, *, runtime: str = "torch",
         elif not force:
             raise UserError(f"{out} already exists (use --resume to continue a partial table or --force to overwrite)")
     if measure is None:
-        measure = runtime_measure(runtime, runs, warmup, threads)
+        measure = runtime_measure(runtime, runs, warmup, threads, clock)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -555,18 +573,20 @@ def _interpolate_1d(grid: Sequence[int], index: Mapping[int, int], ms: Sequence[
 class LatencyTable:
     """Predicts the latency (ms) of a config from a table's data: a pure function of (table, config).
 
-    ``predict(config)`` is the sum over blocks of each block's entry at the config's widths
-    (interpolated between measured widths) plus the table's offset. Widths outside a block's
+    ``predict(config)`` is ``offset + scale * (sum over blocks of each block's entry at the
+    config's widths)``, entries interpolated between measured widths. Widths outside a block's
     measured range are clamped to it. Zero-padded sums take the widest member, which is exact for
     left-aligned (and all-right-aligned) subnets.
     """
 
-    def __init__(self, doc: Mapping[str, Any], source: str | None = None, offset: float | None = None) -> None:
+    def __init__(self, doc: Mapping[str, Any], source: str | None = None, offset: float | None = None,
+                 scale: float | None = None) -> None:
         self.doc = doc
         self.source = source
         self.units = tuple(doc["units"])
         self.blocks = [_Block(b) for b in doc["blocks"]]
         self.offset = float(doc["offset_ms"] if offset is None else offset)
+        self.scale = float(doc.get("scale", 1.0) if scale is None else scale)
 
     @property
     def runtime(self) -> str:
@@ -586,9 +606,9 @@ class LatencyTable:
         return [b.predict(config) for b in self.blocks]
 
     def predict(self, config: Mapping[str, int]) -> float:
-        """Predicted latency (ms) of ``config``: the blocks' sum plus the offset."""
+        """Predicted latency (ms) of ``config``: offset plus scale times the blocks' sum."""
         self._check_units(config)
-        return math.fsum(b.predict(config) for b in self.blocks) + self.offset
+        return self.offset + self.scale * math.fsum(b.predict(config) for b in self.blocks)
 
     __call__ = predict
 
@@ -601,7 +621,7 @@ class LatencyTable:
 
 
 def check_table(table: LatencyTable, spec: Mapping[str, Any] | Any, *, runtime: str | None = None,
-                threads: int | None = None, batch_size: int | None = None) -> None:
+                threads: int | None = None, batch_size: int | None = None, clock: str | None = None) -> None:
     """Refuse (one line) a table measured for another space, runtime, thread count or batch size."""
     mine = _resolved(SpaceSpec.from_dict(table.doc["space"]).to_dict())
     theirs = _resolved(SpaceSpec.from_dict(spec if isinstance(spec, Mapping) else spec.to_dict()).to_dict())
@@ -612,8 +632,8 @@ def check_table(table: LatencyTable, spec: Mapping[str, Any] | Any, *, runtime: 
         if mine[key] != theirs[key]:
             raise UserError(f"{where} was measured for another space: {key} {_short(mine[key])}, "
                             f"here {_short(theirs[key])} (build a table for this space with `widthsearch latency-table`)")
-    for key, wanted in (("runtime", runtime), ("threads", threads), ("batch_size", batch_size)):
-        if wanted is not None and table.doc[key] != wanted:
+    for key, wanted in (("runtime", runtime), ("threads", threads), ("batch_size", batch_size), ("clock", clock)):
+        if wanted is not None and table.doc.get(key, "wall") != wanted:
             raise UserError(f"{where} was measured with {key} {table.doc[key]}, not {wanted}")
 
 
@@ -636,10 +656,10 @@ def summary(table: Mapping[str, Any]) -> dict[str, Any]:
         "model": table["space"]["model"], "runtime": table["runtime"], "threads": table["threads"],
         "batch_size": table["batch_size"], "grid": table["grid"], "blocks": len(table["blocks"]),
         "measurements": sum(len(b["ms"]) for b in table["blocks"]), "references": len(refs),
-        "offset_ms": table["offset_ms"], "complete": table["complete"],
-        "measure_seconds": round(float(table.get("measure_seconds") or 0.0), 1),
-        "reference_ms": [{"measured_ms": r["measured_ms"], "predicted_ms": None if r["sum_ms"] is None or
-                          table["offset_ms"] is None else r["sum_ms"] + table["offset_ms"]} for r in refs],
+        "clock": table["clock"], "offset_ms": table["offset_ms"], "scale": table["scale"],
+        "complete": table["complete"], "measure_seconds": round(float(table.get("measure_seconds") or 0.0), 1),
+        "reference_ms": [{"measured_ms": r["measured_ms"], "predicted_ms": None if not table["complete"] else
+                          table["offset_ms"] + table["scale"] * r["sum_ms"]} for r in refs],
     }
 
 

@@ -11,7 +11,7 @@ from widthsearch.cli.common import add_model_arguments, add_space_arguments, mod
 from widthsearch.cli.main import print_json
 from widthsearch.deploy import RUNTIMES
 from widthsearch.errors import UserError
-from widthsearch.latency import build_table, summary
+from widthsearch.latency import CLOCKS, build_table, summary
 from widthsearch.space.spec import SpaceSpec, build_supernet
 
 
@@ -31,9 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid", type=int, default=None, metavar="G",
                         help="measure at most G widths per side of each layer, evenly spread, and interpolate the "
                         "others (default: every width the space allows)")
-    parser.add_argument("--references", type=int, default=5, metavar="N",
-                        help="whole-network measurements (uniform configs, smallest to largest) that give the "
-                        "offset of what the layers leave out (default 5)")
+    parser.add_argument("--references", type=int, default=20, metavar="N",
+                        help="whole-network measurements (5 uniform configs from the smallest to the largest, then "
+                        "random ones) that calibrate the offset and scale of the sum of layers (default 20)")
+    parser.add_argument("--clock", default="wall", choices=list(CLOCKS),
+                        help="wall (default) or cpu: CPU time of the calling thread, with --threads 1 only; on a "
+                        "shared machine it leaves out the time other processes get")
     parser.add_argument("--out", required=True, metavar="LUT.json", help="the table (written as it is measured)")
     parser.add_argument("--resume", action="store_true", help="continue a partial table at --out")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
@@ -72,14 +75,15 @@ def run(args: argparse.Namespace) -> int:
     net, spec = build_supernet(space_spec(args))
     table = build_table(net, spec, args.out, runtime=args.runtime, threads=args.threads, batch_size=args.batch_size,
                         runs=args.runs, warmup=args.warmup, grid=args.grid, references=args.references,
-                        resume=args.resume, force=args.force, progress=not args.json)
+                        clock=args.clock, resume=args.resume, force=args.force, progress=not args.json)
     result = {"out": str(args.out), **summary(table)}
     if args.json:
         print_json(result)
         return 0
     print(f"{args.out}: {result['measurements']} measurements of {result['blocks']} blocks of {result['model']} "
           f"({result['runtime']}, {result['threads']} thread(s), batch {result['batch_size']}) "
-          f"in {result['measure_seconds']:.0f} s; offset {result['offset_ms']:.3f} ms")
+          f"in {result['measure_seconds']:.0f} s; predicted = {result['offset_ms']:.3f} ms + "
+          f"{result['scale']:.3f} x sum of layers")
     for ref in result["reference_ms"]:
         print(f"  reference: measured {ref['measured_ms']:.3f} ms, predicted {ref['predicted_ms']:.3f} ms")
     return 0

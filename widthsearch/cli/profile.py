@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--latency-table", default=None, metavar="LUT.json",
                         help="also predict the latency from this table (`widthsearch latency-table`) as "
                         "predicted_latency_ms; runtime, threads and batch size default to the table's")
+    parser.add_argument("--clock", default=None, choices=["wall", "cpu"],
+                        help="latency clock: wall (default) or cpu time of the calling thread (1 thread only)")
     parser.add_argument("--batch-size", type=int, default=None, help="batch size for latency (default 1)")
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads for latency (default: the table's, else torch's current)")
@@ -39,7 +41,8 @@ def _table(args: argparse.Namespace, spec):
     from widthsearch.latency import check_table, load_table
 
     table = load_table(args.latency_table)
-    check_table(table, spec, runtime=args.runtime, threads=args.threads, batch_size=args.batch_size)
+    check_table(table, spec, runtime=args.runtime, threads=args.threads, batch_size=args.batch_size, clock=args.clock)
+    args.clock = args.clock or table.doc.get("clock", "wall")
     args.runtime = args.runtime or table.runtime
     args.threads = args.threads or table.threads
     args.batch_size = args.batch_size or table.batch_size
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.latency:
         batch = torch.randn(args.batch_size or 1, *shape)
         latency = measure_runtime_latency(model, batch, runtime=args.runtime or "torch", runs=args.runs,
-                                          threads=args.threads)
+                                          threads=args.threads, clock=args.clock or "wall")
     result = {
         "model": args.model,
         "width_mult": args.width_mult,
