@@ -400,6 +400,9 @@ def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Calla
                 if bar is not None:
                     bar.update(1, block="whole network")
                 checkpoint()
+    except BaseException:  # interrupted (Ctrl-C, a failed measurement): keep what was measured
+        checkpoint(force=True)
+        raise
     finally:
         if bar is not None:
             bar.close()
