@@ -64,7 +64,17 @@ def compare(net, table: LatencyTable, args, shape) -> dict:
         measured.append(latency.median_ms)
     p, m = np.array(predicted), np.array(measured)
     errors = np.abs(p - m) / m * 100.0
-    return {
+    retest = {}
+    if args.retest:  # the same configs measured again: how far the measurement agrees with itself
+        again = np.array([measure_runtime_latency(net.export(c), example, runtime=args.runtime, runs=args.runs,
+                                                  warmup=args.warmup, threads=args.threads,
+                                                  clock=args.clock).median_ms for c in configs])
+        retest = {"retest_pearson_r": float(np.corrcoef(m, again)[0, 1]),
+                  "retest_mae_percent": float((np.abs(again - m) / m * 100.0).mean()),
+                  "retest_pearson_r_prediction": float(np.corrcoef(p, again)[0, 1]),
+                  "retest_mae_percent_prediction": float((np.abs(p - again) / again * 100.0).mean()),
+                  "retest_ms": again.tolist()}
+    return {**retest,
         "configs": len(configs), "pearson_r": float(np.corrcoef(p, m)[0, 1]),
         "mae_percent": float(errors.mean()), "max_error_percent": float(errors.max()),
         "bias_percent": float(((p - m) / m * 100.0).mean()),
@@ -72,6 +82,40 @@ def compare(net, table: LatencyTable, args, shape) -> dict:
         "seconds_per_prediction": predict_s, "seconds_per_measurement": statistics.fmean(measure_times),
         "pairs": [[float(a), float(b)] for a, b in zip(predicted, measured)],
     }
+
+
+def coarsened(doc: dict, grid: int) -> dict:
+    """The table ``doc`` as if measured at most ``grid`` widths per side: its own entries at the
+    kept widths (same offset and scale), the rest left to interpolation."""
+    from widthsearch.latency import coarsen
+
+    out = {**doc, "blocks": []}
+    for block in doc["blocks"]:
+        kept = [coarsen(g, grid) for g in block["grid"]]
+        index = [[g.index(w) for w in k] for g, k in zip(block["grid"], kept)]
+        if len(kept) == 2:
+            stride = len(block["grid"][1])
+            ms = [block["ms"][i * stride + j] for i in index[0] for j in index[1]]
+        elif len(kept) == 1:
+            ms = [block["ms"][i] for i in index[0]]
+        else:
+            ms = list(block["ms"])
+        out["blocks"].append({**block, "grid": kept, "ms": ms})
+    return out
+
+
+def grid_error(net, doc: dict, grids, configs: int, seed: int) -> dict:
+    """Mean and largest |coarse - full| prediction, in % of the full table's, on random configs."""
+    full = LatencyTable(doc)
+    rng = random.Random(seed + 1)
+    sample = [net.space.random_config(rng) for _ in range(configs)]
+    out = {}
+    for g in grids:
+        coarse = LatencyTable(coarsened(doc, g))
+        errors = [abs(coarse.predict(c) - full.predict(c)) / full.predict(c) * 100 for c in sample]
+        out[str(g)] = {"mean_percent": statistics.fmean(errors), "max_percent": max(errors),
+                       "measurements": sum(len(b["ms"]) for b in coarse.doc["blocks"])}
+    return out
 
 
 def search_cost(net, table: LatencyTable, budget_ms: float, seconds_per_measurement: float, seed: int) -> dict:
@@ -107,6 +151,8 @@ def run_model(name: str, shape, args) -> dict:
               "table_measurements": sum(len(b["ms"]) for b in doc["blocks"]), "blocks": len(doc["blocks"]),
               "table_seconds": float(doc["measure_seconds"]), "table_seconds_this_run": time.perf_counter() - start,
               "offset_ms": doc["offset_ms"], "scale": doc["scale"], **compare(net, table, args, spec.input_shape)}
+    if args.grid is None:
+        result["grid_error"] = grid_error(net, doc, (3, 5), args.configs, args.seed)
     mid = statistics.median(m for _, m in result["pairs"])
     result["search"] = search_cost(net, table, mid, result["seconds_per_measurement"], args.seed)
     return result
@@ -128,6 +174,8 @@ def main() -> None:
     parser.add_argument("--references", type=int, default=20)
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"])
     parser.add_argument("--prediction-repeats", type=int, default=20)
+    parser.add_argument("--retest", action="store_true",
+                        help="measure every config a second time: the agreement of the measurement with itself")
     parser.add_argument("--out-dir", default="runs/latency_bench")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -145,6 +193,13 @@ def main() -> None:
               f"({r['seconds_per_measurement'] / r['seconds_per_prediction']:.0f}x); evolution at {s['budget_ms']:.2f} ms: "
               f"{s['configs_needing_latency']} configs, {s['search_seconds_with_table']:.1f} s with the table vs "
               f"~{s['search_seconds_measuring_estimated']:.0f} s measuring", flush=True)
+        if "retest_pearson_r" in r:
+            print(f"  measured again: r={r['retest_pearson_r']:.4f} with the first pass (MAE {r['retest_mae_percent']:.2f} %); "
+                  f"prediction vs second pass r={r['retest_pearson_r_prediction']:.4f}, "
+                  f"MAE {r['retest_mae_percent_prediction']:.2f} %", flush=True)
+        for g, e in r.get("grid_error", {}).items():
+            print(f"  --grid {g}: {e['measurements']} measurements, prediction off the full table by "
+                  f"{e['mean_percent']:.2f} % on average, {e['max_percent']:.2f} % at most", flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "args": vars(args),

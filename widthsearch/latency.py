@@ -267,7 +267,8 @@ def block_module(plan: BlockPlan, cin: int, cout: int, batch_size: int = 1) -> t
         else:  # activations and fixed layers: width-independent, copied as they are
             layers.append(copy.deepcopy(module))
     shape = list(plan.input_shape)
-    shape[0] = cin
+    if plan.kind != "fixed":  # a fixed layer's input keeps its shape (a linear over other dims: not channels)
+        shape[0] = cin
     return nn.Sequential(*layers).eval(), torch.randn(batch_size, *shape)
 
 
