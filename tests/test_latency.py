@@ -70,6 +70,14 @@ def test_prediction_is_the_sum_of_the_entries_at_the_exported_widths(tmp_path, s
         assert table.predict(config) == pytest.approx(doc["offset_ms"] + doc["scale"] * sum(expected), rel=1e-12)
 
 
+def test_calibration_is_a_rising_line_through_the_references():
+    from widthsearch.latency import calibrate
+
+    assert calibrate([1.0, 2.0, 3.0], [12.0, 14.0, 16.0]) == pytest.approx((10.0, 2.0))
+    assert calibrate([1.0, 2.0], [12.0, 14.0]) == pytest.approx((11.5, 1.0))  # two references: offset only
+    assert calibrate([1.0, 2.0, 3.0], [16.0, 14.0, 12.0]) == pytest.approx((12.0, 1.0))  # falling: offset only
+
+
 def test_blocks_fuse_conv_bn_and_activation_and_cover_every_layer(tmp_path):
     net, _, doc = _table(tmp_path, SpaceSpec("mobilenet_v2", input_shape=(3, 32, 32), groups=3))
     layers = [name for b in doc["blocks"] for name in b["layers"] if ":" not in name]

@@ -433,13 +433,17 @@ def finish(table: dict[str, Any]) -> None:
 
 def calibrate(sums: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
     """(offset, scale) of the least-squares line ``measured = offset + scale * sum``; with fewer
-    than 3 references (or sums that do not vary) the scale stays 1 and the offset is the mean residual."""
+    than 3 references, sums that do not vary, or a line that does not rise (noise swamping tiny
+    networks: a wider config cannot be predicted faster), the scale stays 1 and the offset is the
+    mean residual."""
     n = len(sums)
     mean_s, mean_m = statistics.fmean(sums), statistics.fmean(measured)
     spread = sum((x - mean_s) ** 2 for x in sums)
     if n < 3 or spread <= 1e-12 * max(1.0, mean_s ** 2):
         return mean_m - mean_s, 1.0
     scale = sum((x - mean_s) * (y - mean_m) for x, y in zip(sums, measured)) / spread
+    if not scale > 0:
+        return mean_m - mean_s, 1.0
     return mean_m - scale * mean_s, scale
 
 
