@@ -31,8 +31,17 @@ def save_static(path: str | Path, net: Supernet, config: Mapping[str, int], meta
     ``meta`` names the model (model, num_classes, input_shape, ...) and, as ``space``, the spec of
     ``net``'s space, from which :func:`load_static` rebuilds the network.
     """
+    static, header = static_with_header(net, config, meta, bn_recalibrated)
+    atomic_save({**header, "state_dict": static.state_dict()}, path)
+    return header
+
+
+def static_with_header(net: Supernet, config: Mapping[str, int], meta: Mapping[str, Any],
+                       bn_recalibrated: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """The static export of ``net`` at ``config`` (eval mode) and the header every exported file
+    carries (the ``.pt`` format's, which ONNX and TorchScript files store as metadata)."""
     subnet = as_subnet(config)
-    static = net.export(subnet)
+    static = net.export(subnet).eval()
     cost = net.space.cost(subnet)
     space = meta.get("space") or {}
     header = {
@@ -48,8 +57,7 @@ def save_static(path: str | Path, net: Supernet, config: Mapping[str, int], meta
         "params": cost.params,
         "bn_recalibrated": bool(bn_recalibrated),
     }
-    atomic_save({**header, "state_dict": static.state_dict()}, path)
-    return header
+    return static, header
 
 
 def load_static(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

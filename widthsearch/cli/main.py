@@ -12,7 +12,8 @@ from widthsearch.cli.recipe_file import RECIPE_HELP, apply_recipe, drop_recipe_l
 from widthsearch.errors import UserError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
-COMMAND_MODULES = ("profile", "space", "export", "supernet", "search", "train", "run", "adjust", "spnet", "bench")
+COMMAND_MODULES = ("profile", "space", "export", "latency_table", "supernet", "search", "train", "run", "adjust", "spnet",
+                   "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

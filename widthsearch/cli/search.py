@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", action="append", default=[], metavar="METRIC=VALUE",
                         help="e.g. flops=300M, flops=0.5 (of max), params=1.5M, latency_ms=4 (absolute ms); "
                         "repeat for several (greedy only; evolution and random take one)")
+    parser.add_argument("--latency-table", default=None, metavar="LUT.json",
+                        help="latency_ms targets: predict each candidate's latency from this table (`widthsearch "
+                        "latency-table` of the checkpoint's space) instead of measuring it")
     parser.add_argument("--bn", default="batch", choices=["batch", "calibrate"],
                         help="BN statistics while scoring: one large batch's own (AutoSlim, default) or calibrated")
     parser.add_argument("--align", default=None, choices=["left", "right", "both"],
@@ -106,9 +109,18 @@ def run(args: argparse.Namespace) -> int:
         seeding = prior_seeding(net.space, checkpoint_records(meta["path"]), population=opts["population"],
                                 seed=opts["seed"], lower=max(float(opts["lower"]), 0.8))
     scoring = {"bn": args.bn, "search_images": args.search_images, "align": align, "prior": args.prior}
+    latency = None
+    if args.latency_table and not any(str(t).strip().lower().startswith("latency_ms") for t in args.target):
+        raise UserError("--latency-table predicts latency_ms targets; give one, e.g. --target latency_ms=4")
+    if args.latency_table:
+        from widthsearch.latency import check_table, fingerprint, load_table
+
+        latency = load_table(args.latency_table)
+        check_table(latency, meta["space"])
+        scoring["latency_table"] = fingerprint(latency)  # a resume with another table is refused
     summary = search_supernet(net, evaluator, args.target, args.out, meta=search_meta(meta), algo=args.algo,
                               options=options, scoring=scoring, resume=args.resume, progress=not args.json,
-                              seeding=seeding)
+                              seeding=seeding, latency=latency)
     summary["align"] = align
     summary["bn"] = args.bn
     if args.json:
@@ -116,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for entry in summary["found"]:
         acc = entry["heldout_accuracy"]
-        print(f"{entry['target']}: FLOPs {format_count(entry['flops'])}, params {format_count(entry['params'])}, "
-              f"held-out acc {100 * acc:.2f}% -> {entry['config']}")
+        shown = f", latency {entry['latency_ms']:.3g} ms" if "latency_ms" in entry else ""
+        print(f"{entry['target']}: FLOPs {format_count(entry['flops'])}, params {format_count(entry['params'])}"
+              f"{shown}, held-out acc {100 * acc:.2f}% -> {entry['config']}")
     if "steps" in summary:
         print(f"{summary['steps']} greedy steps, {summary['evaluations']} evaluations; "
               f"trajectory in {summary['trajectory']}")

@@ -91,12 +91,16 @@ def latency_cost(net: Supernet, input_shape: Sequence[int], runs: int = 10) -> C
     return latency
 
 
-def target_costs(net: Supernet, metrics: Sequence[str], input_shape: Sequence[int]) -> dict[str, CostFn]:
-    """Cost functions for ``metrics`` plus flops and params (which every summary reports)."""
+def target_costs(net: Supernet, metrics: Sequence[str], input_shape: Sequence[int],
+                 latency: CostFn | None = None) -> dict[str, CostFn]:
+    """Cost functions for ``metrics`` plus flops and params (which every summary reports).
+
+    ``latency`` (e.g. a :class:`~widthsearch.latency.LatencyTable`'s prediction) replaces
+    measuring each candidate's latency."""
     wanted = sorted(set(metrics) | {"flops", "params"}, key=METRICS.index)
     costs = cost_fns(net.space, [m for m in wanted if m != "latency_ms"])
     if "latency_ms" in wanted:
-        costs["latency_ms"] = latency_cost(net, input_shape)
+        costs["latency_ms"] = latency if latency is not None else latency_cost(net, input_shape)
     return costs
 
 
@@ -244,6 +248,7 @@ def search_supernet(
     resume: bool = False,
     progress: bool = True,
     seeding: Callable[[str, float], Mapping[str, Any]] | None = None,
+    latency: CostFn | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the search ``algo`` on ``net`` and write the results into ``out_dir``.
 
@@ -257,7 +262,8 @@ def search_supernet(
     seed, ..., and ``lower`` for the constrained searches); missing ones take the defaults.
     ``meta`` (see :func:`search_meta`) is written into each config YAML; its ``supernet`` path is
     fingerprinted. ``scoring`` describes the evaluator (e.g. BN mode and images) so that a resume
-    with another one is refused. Returns a JSON-ready summary (also written to ``search.json``).
+    with another one is refused. ``latency`` computes ``latency_ms`` targets (a latency table's
+    prediction) instead of measuring each candidate; name its table in ``scoring``. Returns a JSON-ready summary (also written to ``search.json``).
     """
     fn = search_algorithm(algo)
     out = Path(out_dir)
@@ -265,7 +271,7 @@ def search_supernet(
     saved = _load_saved(out, resume)  # before anything is computed or written
 
     metrics = [parse_target(t)[0] if isinstance(t, str) else str(t[0]) for t in targets]
-    costs = target_costs(net, metrics, meta["input_shape"])
+    costs = target_costs(net, metrics, meta["input_shape"], latency)
     numeric = resolve_targets(net, targets, costs)
     if takes_constraint(fn) and len(numeric) != 1:
         raise UserError(f"--algo {algo} searches one target at a time, got {len(numeric)} "
@@ -350,14 +356,17 @@ def _constrained_search(fn, net, evaluator, costs, target, opts, algo_state, sav
 
 # ---- outputs -----------------------------------------------------------------------------------
 def _save_found(net: Supernet, out: Path, meta: Mapping[str, Any], metric: str, target: float,
-                config: Mapping[str, int], score: float | None) -> dict[str, Any]:
+                config: Mapping[str, int], score: float | None, latency_ms: float | None = None) -> dict[str, Any]:
     """configs/<target>.yaml with the supernet's metadata; the summary entry of that config."""
     label = target_label(metric, target)
     path = save_config(out / "configs" / f"{label}.yaml", net.space, config, **dict(meta),
                        target=f"{metric}<={target:g}", heldout_accuracy=None if score is None else float(score))
     cost = net.space.cost(config)
-    return {"target": label, "metric": metric, "value": target, "flops": cost.flops, "params": cost.params,
-            "heldout_accuracy": score, "config": str(path)}
+    entry = {"target": label, "metric": metric, "value": target, "flops": cost.flops, "params": cost.params,
+             "heldout_accuracy": score, "config": str(path)}
+    if latency_ms is not None:  # searched under a latency target: what the search saw
+        entry["latency_ms"] = float(latency_ms)
+    return entry
 
 
 def _plot_widths(net: Supernet, found: Sequence[tuple[Mapping[str, int], Mapping[str, Any]]], path: Path) -> Path:
@@ -376,7 +385,8 @@ def write_greedy_results(net: Supernet, found: Sequence[Mapping], trajectory: Se
     """configs/<target>.yaml, trajectory.csv, trajectory.png and widths.png; returns the summary."""
     entries = []
     for f in found:
-        entry = _save_found(net, out, meta, f["metric"], f["target"], f["config"], f["score"])
+        entry = _save_found(net, out, meta, f["metric"], f["target"], f["config"], f["score"],
+                            f["costs"].get("latency_ms"))
         entries.append({**entry, "step": f["step"]})
     with open(out / "trajectory.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -397,7 +407,8 @@ def write_sampled_results(net: Supernet, result: Any, target: Target, costs: Map
     """configs/<target>.yaml (the best config), history.csv (every scored config in order) and
     widths.png for evolution or random search; returns the summary."""
     metric, budget = target
-    entry = _save_found(net, out, meta, metric, budget, result.best_config, result.best_score)
+    latency = costs["latency_ms"](result.best_config) if "latency_ms" in costs else None
+    entry = _save_found(net, out, meta, metric, budget, result.best_config, result.best_score, latency)
     names = [u.name for u in net.space.units]
     with open(out / "history.csv", "w", newline="") as handle:
         writer = csv.writer(handle)

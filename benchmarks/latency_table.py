@@ -1,0 +1,210 @@
+"""Predicted (latency table) vs measured latency on random configs, and what the table saves a search.
+
+For each model: build (or resume) its latency table, draw ``--configs`` random configs (seeded),
+predict each one's latency from the table and measure its exported static net with the same
+runtime, threads, runs and warm-up; print Pearson r, the mean and largest absolute error in % of
+the measured latency, and the time of one prediction vs one measurement (export included). Then a
+latency-constrained evolution (score: the config's FLOPs, the most compute under the latency
+budget) runs on the table, and the same search's cost with measurement is the number of distinct
+configs whose latency it needed times the mean measurement time above.
+
+    python benchmarks/latency_table.py --models mobilenet_v2:3x224x224,resnet50:3x224x224 \
+        --configs 100 --threads 1 --out-dir runs/latency_bench --json runs/latency_bench/result.json
+
+Tables are kept in ``--out-dir`` and resumed, so an interrupted run continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from widthsearch.deploy import measure_runtime_latency  # noqa: E402
+from widthsearch.formatting import parse_shape  # noqa: E402
+from widthsearch.latency import LatencyTable, build_table, cpu_model  # noqa: E402
+from widthsearch.search.constraints import Constraint  # noqa: E402
+from widthsearch.search.evolution import evolution_search  # noqa: E402
+from widthsearch.space.spec import SpaceSpec, build_supernet  # noqa: E402
+
+
+def parse_models(text: str) -> list[tuple[str, tuple[int, ...]]]:
+    out = []
+    for item in text.split(","):
+        name, _, shape = item.partition(":")
+        out.append((name.strip(), parse_shape(shape) if shape else None))
+    return out
+
+
+def compare(net, table: LatencyTable, args, shape) -> dict:
+    """Predicted vs measured latency of ``args.configs`` seeded random configs."""
+    rng = random.Random(args.seed + 1)  # not the table's random references (seed 0)
+    configs = [net.space.random_config(rng) for _ in range(args.configs)]
+    start = time.perf_counter()
+    for _ in range(args.prediction_repeats):
+        predicted = [table.predict(c) for c in configs]
+    predict_s = (time.perf_counter() - start) / (args.prediction_repeats * len(configs))
+    measured, measure_times = [], []
+    example = torch.randn(args.batch_size, *shape)
+    for config in configs:
+        start = time.perf_counter()
+        static = net.export(config)
+        latency = measure_runtime_latency(static, example, runtime=args.runtime, runs=args.runs,
+                                          warmup=args.warmup, threads=args.threads, clock=args.clock)
+        measure_times.append(time.perf_counter() - start)
+        measured.append(latency.median_ms)
+    p, m = np.array(predicted), np.array(measured)
+    errors = np.abs(p - m) / m * 100.0
+    retest = {}
+    if args.retest:  # the same configs measured again: how far the measurement agrees with itself
+        again = np.array([measure_runtime_latency(net.export(c), example, runtime=args.runtime, runs=args.runs,
+                                                  warmup=args.warmup, threads=args.threads,
+                                                  clock=args.clock).median_ms for c in configs])
+        retest = {"retest_pearson_r": float(np.corrcoef(m, again)[0, 1]),
+                  "retest_mae_percent": float((np.abs(again - m) / m * 100.0).mean()),
+                  "retest_pearson_r_prediction": float(np.corrcoef(p, again)[0, 1]),
+                  "retest_mae_percent_prediction": float((np.abs(p - again) / again * 100.0).mean()),
+                  "retest_ms": again.tolist()}
+    return {**retest,
+        "configs": len(configs), "pearson_r": float(np.corrcoef(p, m)[0, 1]),
+        "mae_percent": float(errors.mean()), "max_error_percent": float(errors.max()),
+        "bias_percent": float(((p - m) / m * 100.0).mean()),
+        "measured_ms_range": [float(m.min()), float(m.max())],
+        "seconds_per_prediction": predict_s, "seconds_per_measurement": statistics.fmean(measure_times),
+        "pairs": [[float(a), float(b)] for a, b in zip(predicted, measured)],
+    }
+
+
+def coarsened(doc: dict, grid: int) -> dict:
+    """The table ``doc`` as if measured at most ``grid`` widths per side: its own entries at the
+    kept widths (same offset and scale), the rest left to interpolation."""
+    from widthsearch.latency import coarsen
+
+    out = {**doc, "blocks": []}
+    for block in doc["blocks"]:
+        kept = [coarsen(g, grid) for g in block["grid"]]
+        index = [[g.index(w) for w in k] for g, k in zip(block["grid"], kept)]
+        if len(kept) == 2:
+            stride = len(block["grid"][1])
+            ms = [block["ms"][i * stride + j] for i in index[0] for j in index[1]]
+        elif len(kept) == 1:
+            ms = [block["ms"][i] for i in index[0]]
+        else:
+            ms = list(block["ms"])
+        out["blocks"].append({**block, "grid": kept, "ms": ms})
+    return out
+
+
+def grid_error(net, doc: dict, grids, configs: int, seed: int) -> dict:
+    """Mean and largest |coarse - full| prediction, in % of the full table's, on random configs."""
+    full = LatencyTable(doc)
+    rng = random.Random(seed + 1)
+    sample = [net.space.random_config(rng) for _ in range(configs)]
+    out = {}
+    for g in grids:
+        coarse = LatencyTable(coarsened(doc, g))
+        errors = [abs(coarse.predict(c) - full.predict(c)) / full.predict(c) * 100 for c in sample]
+        out[str(g)] = {"mean_percent": statistics.fmean(errors), "max_percent": max(errors),
+                       "measurements": sum(len(b["ms"]) for b in coarse.doc["blocks"])}
+    return out
+
+
+def search_cost(net, table: LatencyTable, budget_ms: float, seconds_per_measurement: float, seed: int) -> dict:
+    """A latency-constrained evolution on the table, and the same search's cost with measuring."""
+    asked: set[tuple] = set()
+
+    def latency(config) -> float:
+        asked.add(net.space.key(config))
+        return table.predict(config)
+
+    start = time.perf_counter()
+    result = evolution_search(net.space, lambda c: float(net.space.cost(c).flops), Constraint(latency, budget_ms),
+                              seed=seed)
+    seconds = time.perf_counter() - start
+    return {"budget_ms": budget_ms, "evaluations": result.evaluations, "configs_needing_latency": len(asked),
+            "search_seconds_with_table": seconds,
+            "search_seconds_measuring_estimated": len(asked) * seconds_per_measurement,
+            "best_predicted_ms": table.predict(result.best_config)}
+
+
+def run_model(name: str, shape, args) -> dict:
+    spec = SpaceSpec(name, input_shape=shape, groups=args.groups, residual=args.residual)
+    net, spec = build_supernet(spec)
+    out = Path(args.out_dir) / (f"{name}_{'x'.join(map(str, spec.input_shape))}_{args.runtime}_t{args.threads}"
+                                f"_{args.clock}_g{args.grid or 'all'}.json")
+    start = time.perf_counter()
+    doc = build_table(net, spec, out, runtime=args.runtime, threads=args.threads, batch_size=args.batch_size,
+                      runs=args.runs, warmup=args.warmup, grid=args.grid, references=args.references,
+                      clock=args.clock, resume=out.exists(), progress=True)
+    table = LatencyTable(doc, source=str(out))
+    torch.set_num_threads(args.threads)
+    result = {"model": name, "input": list(spec.input_shape), "table": str(out),
+              "table_measurements": sum(len(b["ms"]) for b in doc["blocks"]), "blocks": len(doc["blocks"]),
+              "table_seconds": float(doc["measure_seconds"]), "table_seconds_this_run": time.perf_counter() - start,
+              "offset_ms": doc["offset_ms"], "scale": doc["scale"], **compare(net, table, args, spec.input_shape)}
+    if args.grid is None:
+        result["grid_error"] = grid_error(net, doc, (3, 5), args.configs, args.seed)
+    mid = statistics.median(m for _, m in result["pairs"])
+    result["search"] = search_cost(net, table, mid, result["seconds_per_measurement"], args.seed)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="mobilenet_v2:3x224x224,resnet50:3x224x224")
+    parser.add_argument("--configs", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--groups", type=int, default=10)
+    parser.add_argument("--residual", default="tie", choices=["tie", "pad"])
+    parser.add_argument("--grid", type=int, default=None)
+    parser.add_argument("--references", type=int, default=20)
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"])
+    parser.add_argument("--prediction-repeats", type=int, default=20)
+    parser.add_argument("--retest", action="store_true",
+                        help="measure every config a second time: the agreement of the measurement with itself")
+    parser.add_argument("--out-dir", default="runs/latency_bench")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    results = []
+    for name, shape in parse_models(args.models):
+        r = run_model(name, shape, args)
+        results.append(r)
+        s = r["search"]
+        print(f"{name} {'x'.join(map(str, r['input']))}: r={r['pearson_r']:.4f}, MAE {r['mae_percent']:.2f} %, "
+              f"max {r['max_error_percent']:.1f} %, bias {r['bias_percent']:+.2f} %, measured "
+              f"{r['measured_ms_range'][0]:.1f}-{r['measured_ms_range'][1]:.1f} ms; table {r['table_measurements']} "
+              f"measurements in {r['table_seconds']:.0f} s; prediction {1e6 * r['seconds_per_prediction']:.1f} us, "
+              f"measurement {r['seconds_per_measurement']:.3f} s "
+              f"({r['seconds_per_measurement'] / r['seconds_per_prediction']:.0f}x); evolution at {s['budget_ms']:.2f} ms: "
+              f"{s['configs_needing_latency']} configs, {s['search_seconds_with_table']:.1f} s with the table vs "
+              f"~{s['search_seconds_measuring_estimated']:.0f} s measuring", flush=True)
+        if "retest_pearson_r" in r:
+            print(f"  measured again: r={r['retest_pearson_r']:.4f} with the first pass (MAE {r['retest_mae_percent']:.2f} %); "
+                  f"prediction vs second pass r={r['retest_pearson_r_prediction']:.4f}, "
+                  f"MAE {r['retest_mae_percent_prediction']:.2f} %", flush=True)
+        for g, e in r.get("grid_error", {}).items():
+            print(f"  --grid {g}: {e['measurements']} measurements, prediction off the full table by "
+                  f"{e['mean_percent']:.2f} % on average, {e['max_percent']:.2f} % at most", flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "args": vars(args),
+                                               "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
