@@ -254,6 +254,8 @@ def measure_runtime_latency(model: nn.Module, example: torch.Tensor, runtime: st
     """
     if runtime not in RUNTIMES:
         raise UserError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    if runs < 1:
+        raise UserError(f"--runs must be at least 1, got {runs}")
     previous = torch.get_num_threads()
     threads = int(threads or previous)
     if clock == "cpu" and threads != 1:

@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue a partial table at --out")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, out_is_file=True)  # a file, not a run folder: no folder lock
 
 
 def space_spec(args: argparse.Namespace) -> SpaceSpec:

@@ -14,8 +14,10 @@ from widthsearch.runfolder import RunLock, check_folder, folder_has_content, rem
 
 
 def writes_run_folder(args: argparse.Namespace) -> bool:
-    """Commands with ``--out`` and ``--resume`` write a resumable run folder (export's --out is a file)."""
-    return isinstance(getattr(args, "out", None), str) and hasattr(args, "resume")
+    """Commands with ``--out`` and ``--resume`` write a resumable run folder (export's --out is a file,
+    and a command whose ``--out`` is a resumable file says so with ``out_is_file``)."""
+    return (isinstance(getattr(args, "out", None), str) and hasattr(args, "resume")
+            and not getattr(args, "out_is_file", False))
 
 
 def _is_main_process() -> bool:
