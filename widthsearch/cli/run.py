@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=None, help="supernet and search seed (default 0)")
     parser.add_argument("--seeds", default=None, metavar="S,S,S",
                         help="autoslim, bcnet: retrain every net under each seed and compare with intervals "
-                        "(default 0,1,2)")
+                        "(default 0,1,2); spnet: run both arms under each seed (default 0,1)")
+    parser.add_argument("--ablation", default=None, choices=["nopad"],
+                        help="spnet: add the SP-Net arm without zero-padding match (residual tie, same bases)")
     parser.add_argument("--rounds", type=int, default=None, metavar="N", help="netadjust: adjustment rounds (default 3)")
     parser.add_argument("--targets", default=None, metavar="F,F,F",
                         help="FLOPs targets as fractions of the max config (default 0.75,0.5,0.25; spnet: of the "
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "seeds": _seeds(args.seeds), "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
         "threads": args.threads, "device": args.device, "rounds": args.rounds, "align": args.align,
+        "ablation": args.ablation,
     }
     check_counts(settings, _COUNTS)  # before the supernet trains: a later stage would refuse them after hours
     start = time.time()
@@ -105,11 +108,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    for r in result["targets"]:
+    for r in [*result["targets"], *result.get("ablation", [])]:  # spnet's ablation arm against S-Net too
         line = f"{r['target']}: FLOPs {format_count(r['flops'])}  acc {100 * r['accuracy']:.2f}%"
-        if "uniform_accuracy" in r:  # spnet has no retrained baseline per target
+        if "uniform_accuracy" in r:
             baseline = r.get("baseline", "uniform")
             line += f"  {baseline} {100 * r['uniform_accuracy']:.2f}%  {_comparison_text(r)}"
+        if "goal" in r:
+            line += f"; goal {100 * r['goal']:+.2f} {'met' if r['goal_met'] else 'not met'}"
         print(line)
     print(f"report: {result['report']} ({result['seconds']:.0f} s)")
     return 0

@@ -9,13 +9,13 @@ from widthsearch.errors import lookup
 from widthsearch.methods.autoslim import run_autoslim
 from widthsearch.methods.bcnet import run_bcnet
 from widthsearch.methods.netadjust import run_netadjust
-from widthsearch.methods.spnet import run_spnet
+from widthsearch.methods.spnet_experiment import run_spnet_experiment
 
 METHODS: Dict[str, Callable[..., Dict[str, Any]]] = {
     "autoslim": run_autoslim,
     "bcnet": run_bcnet,
     "netadjust": run_netadjust,
-    "spnet": run_spnet,
+    "spnet": run_spnet_experiment,  # SP-Net against S-Net; `widthsearch spnet` runs SP-Net alone
 }
 
 

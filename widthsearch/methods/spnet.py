@@ -212,8 +212,8 @@ def base_of_target(index: int, bases: int) -> int:
     return min(index, bases - 1)
 
 
-def _settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults < given settings, in plain JSON form. ``run --method spnet``'s generic names map
+def spnet_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """SP-Net's checked settings: defaults < given settings, in plain JSON form. ``run --method spnet``'s generic names map
     onto SP-Net's: ``epochs`` -> ``base_epochs``, ``retrain_epochs`` -> ``finetune_epochs``, and
     ``width_mult`` scales the default bases."""
     given = {k: v for k, v in settings.items() if v is not None}
@@ -242,8 +242,9 @@ def _load_state(out: Path, s: Mapping[str, Any], resume: bool) -> dict | None:
     return load_run_state(out / STATE_FILE, s, version=STATE_VERSION, mutable=_RESUMABLE)
 
 
-class _Plan:
-    """What every call derives again from the settings: data shape, the spaces, the targets."""
+class SpnetPlan:
+    """What every call derives again from the settings (:func:`spnet_settings`): the data, the
+    spaces of the bases (``spec(width)``), the bases' FLOPs and the FLOPs targets."""
 
     def __init__(self, s: Mapping[str, Any]) -> None:
         from widthsearch.data import load_data
@@ -307,12 +308,12 @@ def run_spnet(
     """
     from widthsearch.methods.autoslim import prepare_run_folder
 
-    s = _settings(settings)
+    s = spnet_settings(settings)
     out = Path(out_dir)
     if (out / STATE_FILE).exists() and not resume:
         raise UserError(f"{out} already holds an SP-Net run ({STATE_FILE}); pass --resume to continue it, "
                         "or choose another --out")
-    plan = _Plan(s)  # every check before anything is written
+    plan = SpnetPlan(s)  # every check before anything is written
     out = prepare_run_folder(out, resume)
     state = _load_state(out, s, resume) or {"version": STATE_VERSION, "settings": s, "stage": "bases", "bases": []}
     say = echo or (lambda line: None)
@@ -343,7 +344,7 @@ def run_spnet(
             return state
     if state["stage"] == "export":
         say("[4/4] export the static sub-networks")
-        _export(out, state["finetune"]["checkpoint"], state["subnets"], plan.data)
+        export_joint_members(out, state["finetune"]["checkpoint"], state["subnets"], plan.data)
         if save("export", "done"):
             return state
     return _summary(out, s, plan, state)
@@ -367,7 +368,7 @@ def _train_base(s: Mapping[str, Any], folder: Path, width: float, progress: bool
             "flops": result["flops"], "params": result["params"], "test_images": result["test_images"]}
 
 
-def _base_supernet(plan: _Plan, width: float, checkpoint: str) -> Supernet:
+def _base_supernet(plan: SpnetPlan, width: float, checkpoint: str) -> Supernet:
     """The supernet of a base's space holding the base's trained weights (at full width)."""
     from widthsearch.space import build_supernet
     from widthsearch.training.retrain import load_trained
@@ -379,7 +380,7 @@ def _base_supernet(plan: _Plan, width: float, checkpoint: str) -> Supernet:
     return net
 
 
-def _prune_and_sort(s: Mapping[str, Any], plan: _Plan, out: Path, bases: Sequence[Mapping[str, Any]],
+def _prune_and_sort(s: Mapping[str, Any], plan: SpnetPlan, out: Path, bases: Sequence[Mapping[str, Any]],
                     say: Callable[[str], None]) -> list[dict[str, Any]]:
     """Counts per target from its base, the largest base sorted into ``sorted.pt``, one config per target."""
     from widthsearch.export import save_static
@@ -435,8 +436,11 @@ def _finetune(s: Mapping[str, Any], out: Path, subnets: Sequence[Mapping[str, An
             "test_images": result["test_images"]}
 
 
-def _export(out: Path, checkpoint: str, subnets: list[dict[str, Any]], data) -> None:
-    """The static nets, as ``widthsearch export --checkpoint joint.pt`` writes them, and their test accuracy."""
+def export_joint_members(out: Path, checkpoint: str, subnets: list[dict[str, Any]], data) -> None:
+    """The static nets of a joint checkpoint into ``out/static/<config stem>.pt``, as ``widthsearch
+    export --checkpoint joint.pt`` writes them; each row of ``subnets`` (one per member, in order)
+    gets ``static``, ``flops``, ``params`` and the test ``accuracy`` measured on the saved file.
+    SP-Net's fine-tune and the experiment's S-Net arm are exported alike."""
     from widthsearch.export import load_static, save_static
     from widthsearch.training.evaluate import evaluate
     from widthsearch.training.joint import member_exports
@@ -452,7 +456,7 @@ def _export(out: Path, checkpoint: str, subnets: list[dict[str, Any]], data) -> 
                    accuracy=evaluate(static, data.test.x, data.test.y))
 
 
-def _summary(out: Path, s: Mapping[str, Any], plan: _Plan, state: Mapping[str, Any]) -> dict[str, Any]:
+def _summary(out: Path, s: Mapping[str, Any], plan: SpnetPlan, state: Mapping[str, Any]) -> dict[str, Any]:
     test_images = len(plan.data.test)
     rows = [{"target": _flops_text(r["target_flops"]), **r} for r in state["subnets"]]
     summary = {"subnets": rows, "targets": rows, "bases": state["bases"], "residual": s["residual"],

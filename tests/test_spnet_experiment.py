@@ -1,0 +1,178 @@
+"""`run --method spnet`: SP-Net against S-Net on equal training compute, with the no-zpm ablation.
+
+Tiny runs on digits (one epoch per training). The compute accounting is checked against a hand
+computation and against what the run recorded; a run interrupted at stages and killed inside
+trainings resumes to the report of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from widthsearch.errors import UserError
+from widthsearch.methods import spnet_experiment as experiment
+
+SETTINGS = {"model": "tiny_cnn", "data": "digits", "epochs": 1, "retrain_epochs": 1, "batch_size": 256,
+            "calib_images": 256, "threads": 1, "seeds": (0, 1), "ablation": "nopad"}
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("experiment") / "run"
+    return experiment.run_spnet_experiment(SETTINGS, out, progress=False, echo=None), out
+
+
+def _outcome(out: Path) -> tuple[str, dict]:
+    """report.md and report.json with the run folder's path taken out."""
+    doc = json.loads((out / "report.json").read_text().replace(str(out), "OUT"))
+    doc["settings"].pop("threads")
+    return (out / "report.md").read_text(), doc
+
+
+# ---- compute accounting ---------------------------------------------------------------------------
+def test_compute_accounting_matches_a_hand_computation():
+    # bases of 100 and 200 MACs, 3 epochs each; sub-networks of 50, 120 and 200 MACs, 2 epochs; 1000 images
+    compute = experiment.spnet_compute(3, [100, 200], 2, [50, 120, 200], 1000)
+    assert compute == {"images_per_epoch": 1000, "bases": [300_000, 600_000], "finetune": 740_000,
+                       "total": 1_640_000}
+    # S-Net nets of 60, 110 and 200 MACs: 1,640,000 / (1000 * 370) = 4.43 epochs, 4 whole ones
+    epochs, exact = experiment.matching_epochs(compute["total"], [60, 110, 200], 1000)
+    assert epochs == 4 and exact == pytest.approx(1640 / 370)
+    assert experiment.matching_epochs(1_000, [10_000], 1000) == (1, 0.0001)  # never zero epochs
+    assert experiment.epoch_images(1617, 256) == 1536  # the last incomplete batch is dropped
+    assert experiment.goals(3) == [0.005, 0.0, -0.003] and experiment.goals(2) == [0.005, -0.003]
+
+
+def test_the_run_records_the_compute_of_what_it_trained(uninterrupted):
+    from widthsearch.data import load_data
+    from widthsearch.export import load_static
+    from widthsearch.training.checkpoint import load_checkpoint
+
+    result, out = uninterrupted
+    train = len(load_data("digits", 0.1, 0, augment="none").train)
+    images = train // 256 * 256
+    for row in result["compute"]:
+        seed = row["seed"]
+        sp = out / "spnet" / f"seed-{seed}"
+        base_macs = [json.loads((sp / "bases" / w / "result.json").read_text())["flops"] for w in ("0.75", "1")]
+        subnet_macs = [load_static(sp / "static" / f"subnet-{k}.pt")[1]["flops"] for k in (1, 2, 3)]
+        total = images * (1 * sum(base_macs) + 1 * sum(subnet_macs))  # one base epoch, one fine-tune epoch
+        assert row["images_per_epoch"] == images and row["spnet"]["total"] == total
+        snet_macs = [c["flops"] for c in result["snet_configs"]]
+        epochs = load_checkpoint(out / "snet" / f"seed-{seed}" / "joint.pt")["epoch"]
+        assert epochs == row["snet"]["epochs"] == round(total / (images * sum(snet_macs)))
+        assert row["snet"]["total"] == epochs * images * sum(snet_macs)
+        assert row["snet_over_spnet"] == pytest.approx(row["snet"]["total"] / total)
+        # the ablation is charged its bases too, though it trains from copies of the SP-Net arm's
+        nopad = out / "nopad" / f"seed-{seed}"
+        tied = [load_static(nopad / "static" / f"subnet-{k}.pt")[1]["flops"] for k in (1, 2, 3)]
+        assert row["nopad"]["total"] == images * (sum(base_macs) + sum(tied))
+
+
+# ---- the arms and the report ----------------------------------------------------------------------
+def test_the_arms_are_what_the_protocol_says(uninterrupted):
+    result, out = uninterrupted
+    snet = result["snet_configs"]
+    for config, row in zip(snet, result["targets"]):
+        doc = yaml.safe_load(Path(config["config"]).read_text())
+        widths = list(doc["channels"].values())
+        assert "select" not in doc and doc["space"]["residual"] == "tie"  # uniform prefixes, one space
+        assert 0.95 * config["target_flops"] <= config["flops"] <= config["target_flops"]
+        assert row["uniform_flops_per_seed"] == [config["flops"]] * 2 and all(w >= 1 for w in widths)
+        assert all(f <= row["target_flops"] for f in row["flops_per_seed"])
+    assert snet[-1]["flops"] == snet[-1]["target_flops"]  # the largest S-Net net is the whole largest base
+    joint = torch.load(out / "snet" / "seed-0" / "joint.pt", weights_only=False)["args"]
+    assert joint["bn_l1"] == 0 and joint["init_from"] is None and joint["kd_weight"] == 0.9  # from scratch
+    # zpm: the pad arm keeps rankings for joined units; the ablation ties every stream
+    for k in (1, 2, 3):
+        assert "select" in yaml.safe_load((out / "spnet/seed-0/configs" / f"subnet-{k}.yaml").read_text())
+        assert "select" not in yaml.safe_load((out / "nopad/seed-0/configs" / f"subnet-{k}.yaml").read_text())
+    # the ablation's bases are the SP-Net arm's
+    for w in ("0.75", "1"):
+        a = torch.load(out / "spnet/seed-1/bases" / w / "model.pt", weights_only=False)["model"]
+        b = torch.load(out / "nopad/seed-1/bases" / w / "model.pt", weights_only=False)["model"]
+        assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_the_report_compares_the_arms_per_target_with_goals(uninterrupted):
+    result, out = uninterrupted
+    assert [r["goal"] for r in result["targets"]] == [0.005, 0.0, -0.003]
+    for row in result["targets"] + result["ablation"]:
+        c = row["comparison"]
+        assert c["seeds"] == [0, 1] and c["test_images"] == 359 and len(c["deltas"]) == 2
+        assert row["goal_met"] == (c["delta"] >= row["goal"])
+        assert c["verdict"] in ("no significant difference", "SP-Net better", "S-Net better",
+                                "SP-Net without zpm better")
+        assert row["accuracy"] == c["found"]["mean"] and row["uniform_accuracy"] == c["base"]["mean"]
+    # the accuracies are the arms' own, measured on their saved static nets
+    sp0 = json.loads((out / "spnet/seed-0/spnet.json").read_text())["subnets"]
+    assert [r["comparison"]["found"]["values"][0] for r in result["targets"]] == [r["accuracy"] for r in sp0]
+    assert all("goal" not in r for r in result["zpm_effect"]) and len(result["zpm_effect"]) == 3
+    report = (out / "report.md").read_text()
+    assert "## Ablation: SP-Net without zero-padding match" in report and "## Training compute" in report
+    assert report.count("≥ +0.50: ") == 2 and "359 test images" in report
+
+
+# ---- resuming -------------------------------------------------------------------------------------
+def _killer(at: int):
+    """An echo that raises after the ``at``-th epoch line (the epoch's checkpoint is written)."""
+    seen = []
+
+    def echo(line: str) -> None:
+        seen.append(line)
+        if sum(s.startswith("epoch") for s in seen) == at:
+            raise Killed
+
+    return echo
+
+
+def test_a_run_interrupted_anywhere_resumes_to_the_same_report(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+
+    def stop(at):
+        return experiment.run_spnet_experiment(SETTINGS, out, resume=out.exists(), progress=False, echo=None,
+                                               stop_after=lambda stage: stage == at)
+
+    assert stop("spnet:0:prune") == {"stopped_after": "spnet:0"}  # inside SP-Net, after pruning
+    with pytest.raises(Killed):  # in the S-Net training, after its first epoch (of two)
+        experiment.run_spnet_experiment(SETTINGS, out, resume=True, progress=False, echo=_killer(2))
+    assert stop("snet:0") == {"stopped_after": "snet:0"}
+    partial = out / "nopad/seed-0/bases/.1.copying"  # a copy of a base that a kill interrupted
+    partial.mkdir(parents=True)
+    (partial / "model.pt").write_text("half")
+    assert stop("nopad:0") == {"stopped_after": "nopad:0"}
+    assert not partial.exists()
+    with pytest.raises(Killed):  # inside seed 1's base x1
+        experiment.run_spnet_experiment(SETTINGS, out, resume=True, progress=False, echo=_killer(2))
+    experiment.run_spnet_experiment(SETTINGS, out, resume=True, progress=False, echo=None)
+    assert _outcome(out) == _outcome(uninterrupted[1])
+
+
+def test_a_finished_run_is_not_overwritten_and_a_resume_keeps_its_settings(uninterrupted):
+    _, out = uninterrupted
+    before = (out / "report.md").read_text()
+    with pytest.raises(UserError, match="already holds a finished run"):
+        experiment.run_spnet_experiment(SETTINGS, out, echo=None)
+    with pytest.raises(UserError, match="--finetune-epochs 2 differs"):
+        experiment.run_spnet_experiment({**SETTINGS, "retrain_epochs": 2}, out, resume=True, echo=None)
+    assert (out / "report.md").read_text() == before
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"seeds": (0, 0)}, "distinct"),
+    ({"ablation": "nozpm"}, "choose from nopad"),
+    ({"residual": "tie"}, "must use residual pad"),
+])
+def test_bad_settings_are_one_line_errors_before_anything_is_written(tmp_path, settings, message):
+    with pytest.raises(UserError, match=message):
+        experiment.run_spnet_experiment({**SETTINGS, **settings}, tmp_path / "new", echo=None)
+    assert not (tmp_path / "new").exists()
