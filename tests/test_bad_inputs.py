@@ -96,6 +96,8 @@ ROWS = [
     ("run-method", ["run", "--method", "annealing", "--out", "new"], "unknown method 'annealing'"),
     ("run-resume-missing", ["run", "--resume", "--out", "missing"], "missing does not exist"),
     ("run-not-empty", ["run", "--out", "sn"], "sn is not empty"),
+    ("run-spnet-seeds", ["run", "--method", "spnet", "--seeds", "1,1", "--out", "new"], "give distinct"),
+    ("run-spnet-targets", ["run", "--method", "spnet", "--targets", "0.5", "--out", "new"], "at least two"),
     # adjust
     ("adjust-out-file", ["adjust", "--out", "afile"], "--out afile is a file"),
     ("adjust-rounds", ["adjust", "--rounds", "0", "--out", "new"], "--rounds must be a positive integer"),

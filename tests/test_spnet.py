@@ -269,12 +269,15 @@ def test_cli_spnet_existing_out_without_resume_is_an_error(uninterrupted, capsys
     assert (out / "report.md").read_text() == before
 
 
-def test_run_method_spnet_end_to_end(tmp_path, capsys):
+def test_run_method_spnet_is_the_experiment_against_s_net(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = _cli(["run", "--method", "spnet", "--epochs", "1", "--retrain-epochs", "1", "--batch-size",
-                            "256", "--threads", "1", "--out", str(out), "--json"], capsys)
+                            "256", "--seeds", "0", "--threads", "1", "--out", str(out), "--json"], capsys)
     assert code == 0
     result = json.loads(stdout)
-    assert [r["base"] for r in result["targets"]] == [0.75, 1.0, 1.0]
+    assert len(result["targets"]) == 3 and result["ablation"] == [] and len(result["compute"]) == 1
+    for row in result["targets"]:
+        assert row["baseline"] == "S-Net" and row["comparison"]["verdict"] == "one seed: not tested"
+    assert (out / "spnet" / "seed-0" / "static").is_dir() and (out / "snet" / "seed-0" / "joint.pt").exists()
     report = (out / "report.md").read_text()
-    assert "| sub-network |" in report and "test images" in report and "one seed" in report
+    assert "| target | SP-Net FLOPs | S-Net FLOPs |" in report and "## Training compute" in report
