@@ -165,6 +165,14 @@ def test_a_finished_run_is_not_overwritten_and_a_resume_keeps_its_settings(unint
     with pytest.raises(UserError, match="--finetune-epochs 2 differs"):
         experiment.run_spnet_experiment({**SETTINGS, "retrain_epochs": 2}, out, resume=True, echo=None)
     assert (out / "report.md").read_text() == before
+    # the ablation may change on a resume: left out, the report leaves it out; given again, it is back
+    lines = []
+    result = experiment.run_spnet_experiment({**SETTINGS, "ablation": None}, out, resume=True, progress=False,
+                                             echo=lines.append)
+    assert result["ablation"] == [] and "## Ablation" not in (out / "report.md").read_text()
+    experiment.run_spnet_experiment(SETTINGS, out, resume=True, progress=False, echo=lines.append)
+    assert (out / "report.md").read_text() == before
+    assert lines == ["== report", "== report"]  # nothing trained again
 
 
 @pytest.mark.parametrize("settings, message", [
