@@ -48,10 +48,10 @@ def _nets(acc_found, acc_base, images=400):
 
 
 def test_a_consistent_large_win_is_significant():
-    found, base = _nets([0.95, 0.96, 0.95], [0.80, 0.81, 0.80])
+    found, base = _nets([0.95, 0.96, 0.95], [0.80, 0.80, 0.81])
     c = compare_networks(found, base, [0, 1, 2])
     assert c["significant"] is True and c["verdict"] == "searched better"
-    assert c["delta"] == pytest.approx(0.15) and c["deltas"] == pytest.approx([0.15, 0.15, 0.15])
+    assert c["delta"] == pytest.approx(0.15) and c["deltas"] == pytest.approx([0.15, 0.16, 0.14])
     assert c["t_interval"][0] > 0 and c["bootstrap_interval"][0] > 0
     assert c["found"]["mean"] == pytest.approx(0.9533333) and c["test_images"] == 400
 
@@ -69,6 +69,14 @@ def test_a_tiny_consistent_difference_on_few_images_is_no_significant_difference
     c = compare_networks(found, base, [0, 1, 2])
     assert c["t_interval"] == pytest.approx([0.0025, 0.0025])
     assert c["bootstrap_interval"][0] <= 0 and c["significant"] is False
+
+
+def test_identical_per_seed_deltas_prove_nothing_about_the_seed_noise():
+    # two seeds, both +10 points: the bootstrap excludes 0 but the zero-width t-interval is no evidence
+    found, base = _nets([0.95, 0.95], [0.85, 0.85])
+    c = compare_networks(found, base, [0, 1])
+    assert c["bootstrap_interval"][0] > 0 and c["t_interval"][0] == c["t_interval"][1]
+    assert c["significant"] is False and "not estimable" in c["verdict"]
 
 
 def test_one_seed_gives_no_verdict():
