@@ -48,7 +48,19 @@ def selection_size(sel: Selection, full: int) -> int:
     return int(sel.numel())
 
 
-class DynamicConv2d(nn.Conv2d):
+class _SlicedWeight:
+    """The active weight, bias and groups of a (transposed) conv whose ``weight_selections`` give
+    the selections along weight dims 0 and 1; shared by both conv kinds, which lay weights out differently."""
+
+    def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        rows, cols = self.weight_selections()
+        weight = take(take(self.weight, 0, rows), 1, cols)
+        bias = take(self.bias, 0, self.out_sel) if self.bias is not None else None
+        groups = weight.shape[0] if self.depthwise else self.groups
+        return weight, bias, groups
+
+
+class DynamicConv2d(_SlicedWeight, nn.Conv2d):
     """Conv2d on selected input/output channels; a depthwise conv follows its channel selection.
 
     ``in_sel``/``out_sel`` select among all input/output channels; a grouped conv keeps its groups
@@ -65,13 +77,6 @@ class DynamicConv2d(nn.Conv2d):
             return self.out_sel, None
         return self.out_sel, per_group(self.in_sel, self.groups)
 
-    def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        rows, cols = self.weight_selections()
-        weight = take(take(self.weight, 0, rows), 1, cols)
-        bias = take(self.bias, 0, self.out_sel) if self.bias is not None else None
-        groups = weight.shape[0] if self.depthwise else self.groups
-        return weight, bias, groups
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.in_sel is None and self.out_sel is None:
             return super().forward(x)
@@ -83,7 +88,7 @@ class DynamicConv2d(nn.Conv2d):
         return F.conv2d(x, weight, bias, self.stride, padding, self.dilation, groups)
 
 
-class DynamicConvTranspose2d(nn.ConvTranspose2d):
+class DynamicConvTranspose2d(_SlicedWeight, nn.ConvTranspose2d):
     """ConvTranspose2d on selected channels. Its weight is laid out (in, out/groups, kH, kW):
     rows are input channels, columns one group's output channels."""
 
@@ -96,13 +101,6 @@ class DynamicConvTranspose2d(nn.ConvTranspose2d):
         if self.depthwise:
             return self.out_sel, None
         return self.in_sel, per_group(self.out_sel, self.groups)
-
-    def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        rows, cols = self.weight_selections()
-        weight = take(take(self.weight, 0, rows), 1, cols)
-        bias = take(self.bias, 0, self.out_sel) if self.bias is not None else None
-        groups = weight.shape[0] if self.depthwise else self.groups
-        return weight, bias, groups
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:  # type: ignore[override]
         if self.in_sel is None and self.out_sel is None:
