@@ -71,6 +71,31 @@ def plot_adjust_widths(
     return _save_unit_axes(fig, ax, "Network Adjustment: channels per unit by round (same FLOPs as the original)", path)
 
 
+def plot_adjust_stages(stages: Sequence[Mapping], path: str | Path) -> Path:
+    """Network Adjustment: summed channels per stage (units of one output resolution), original
+    beside final, each final bar labelled with its change in percent."""
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(stages)), 3.8))
+    xs = range(len(stages))
+    ax.bar([x - 0.2 for x in xs], [s["original"] for s in stages], 0.4, color="0.6", label="original")
+    bars = ax.bar([x + 0.2 for x in xs], [s["final"] for s in stages], 0.4, color="C3", label="final")
+    for bar, stage in zip(bars, stages):
+        if stage["change_percent"] is not None:
+            ax.annotate(f"{stage['change_percent']:+.1f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        textcoords="offset points", xytext=(0, 2), ha="center", fontsize=8)
+    ax.set_xticks(list(xs))
+    counts = [f"{len(s['units'])} unit" + ("" if len(s["units"]) == 1 else "s") for s in stages]
+    ax.set_xticklabels([f"{s['resolution']}\n{n}" for s, n in zip(stages, counts)], fontsize=8)
+    ax.set_xlabel("stage: output resolution of the units")
+    ax.set_ylabel("channels, summed over the stage's units")
+    ax.set_title("Network Adjustment: channels per stage (same FLOPs as the original)", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def _unit_axes(unit_names: Sequence[str]):
     """A figure wide enough for one tick per unit: ``(fig, ax, x positions)``."""
     fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(unit_names)), 4.2))

@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=None, help=f"default {d['lr']}")
     parser.add_argument("--seed", type=int, default=None, help="supernet and search seed (default 0)")
     parser.add_argument("--seeds", default=None, metavar="S,S,S",
-                        help="autoslim, bcnet: retrain every net under each seed and compare with intervals "
-                        "(default 0,1,2); spnet: run both arms under each seed (default 0,1)")
+                        help="autoslim, bcnet, netadjust: retrain every net under each seed and compare with "
+                        "intervals (default 0,1,2); spnet: run both arms under each seed (default 0,1)")
     parser.add_argument("--ablation", default=None, choices=["nopad"],
                         help="spnet: add the SP-Net arm without zero-padding match (residual tie, same bases)")
     parser.add_argument("--rounds", type=int, default=None, metavar="N", help="netadjust: adjustment rounds (default 3)")
@@ -116,5 +116,9 @@ def run(args: argparse.Namespace) -> int:
         if "goal" in r:
             line += f"; goal {100 * r['goal']:+.2f} {'met' if r['goal_met'] else 'not met'}"
         print(line)
+    if "flops_match" in result:  # netadjust: the adjusted net's FLOPs against the original's
+        f = result["flops_match"]
+        print(f"FLOPs {100 * f['relative_difference']:+.3f}% of the original "
+              f"({'within' if f['within_tolerance'] else 'OUTSIDE'} ±{100 * f['tolerance']:g}%)")
     print(f"report: {result['report']} ({result['seconds']:.0f} s)")
     return 0

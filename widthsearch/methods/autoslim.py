@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_text_atomic
-from widthsearch.methods.comparison import compare_networks
+from widthsearch.methods.comparison import compare_networks, format_interval, format_mean_std
 from widthsearch.models.user import require_width_mult
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
 from widthsearch.runfolder import check_folder, folder_has_content
@@ -143,28 +143,16 @@ def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, 
     Each network and seed trains in ``retrain/<name>/seed-<k>/`` with one recipe; the row of a
     target compares the two over the seeds on the test images (:func:`compare_networks`).
     """
-    from widthsearch.data import load_data
-    from widthsearch.training.distributed import resolve_device
-
     seeds = check_seeds(s["seeds"])
-    # the test split is fixed (independent of the seed and the held-out draw)
-    test = load_data(s["data"], 0.0, 0, augment="none").test
-    device = resolve_device(s["device"])
+    test, device = scoring_split(s)
     rows = []
     for i, entry in enumerate(found):
         echo(f"[3/3] retrain {entry['target']} ({i + 1}/{len(found)}) and its uniform baseline, seeds "
              f"{','.join(map(str, seeds))}")
-        searched, uniform = [], []
-        for seed in seeds:
-            recipe = {"model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"],
-                      "epochs": s["retrain_epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": seed, "threads": s["threads"],
-                      "device": s["device"]}
-            searched.append(_retrain(recipe, out / "retrain" / entry["target"] / f"seed-{seed}", resume, progress,
-                                     channels=entry["config"]))
-            uniform.append(_retrain(recipe, out / "retrain" / f"uniform-{entry['target']}" / f"seed-{seed}", resume,
-                                    progress, uniform_flops=float(entry["flops"])))
-        comparison = compare_networks([_correct(r, test, device) for r in searched],
-                                      [_correct(r, test, device) for r in uniform], seeds)
+        searched, uniform, comparison = retrain_pair(
+            s, out, (entry["target"], {"channels": entry["config"]}),
+            (f"uniform-{entry['target']}", {"uniform_flops": float(entry["flops"])}),
+            test=test, device=device, resume=resume, progress=progress)
         rows.append({
             "target": entry["target"], "target_flops": int(entry["value"]), "flops": entry["flops"],
             "params": entry["params"], "config": entry["config"], "heldout_accuracy": entry["heldout_accuracy"],
@@ -173,6 +161,38 @@ def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, 
             "comparison": comparison,
         })
     return rows
+
+
+def scoring_split(s: Mapping[str, Any]):
+    """``(test split, device)`` for scoring retrained networks: the test split is fixed
+    (independent of the seed and the held-out draw)."""
+    from widthsearch.data import load_data
+    from widthsearch.training.distributed import resolve_device
+
+    return load_data(s["data"], 0.0, 0, augment="none").test, resolve_device(s["device"])
+
+
+def retrain_pair(s: Mapping[str, Any], out: Path, found: tuple[str, Mapping[str, Any]],
+                 base: tuple[str, Mapping[str, Any]], *, test, device, resume: bool,
+                 progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Retrain two networks with one recipe under every seed of ``s["seeds"]`` and compare them.
+
+    ``found`` and ``base`` are ``(folder name, network)`` with the network as
+    :func:`~widthsearch.training.retrain.train_network` names it (``channels=``, ``uniform_flops=``);
+    each seed trains ``retrain/<name>/seed-<k>/``, the found net first. Returns both nets' training
+    results (one per seed) and :func:`compare_networks` over the ``test`` images.
+    """
+    seeds = check_seeds(s["seeds"])
+    searched, baseline = [], []
+    for seed in seeds:
+        recipe = {"model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"],
+                  "epochs": s["retrain_epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": seed,
+                  "threads": s["threads"], "device": s["device"]}
+        searched.append(_retrain(recipe, out / "retrain" / found[0] / f"seed-{seed}", resume, progress, **found[1]))
+        baseline.append(_retrain(recipe, out / "retrain" / base[0] / f"seed-{seed}", resume, progress, **base[1]))
+    comparison = compare_networks([_correct(r, test, device) for r in searched],
+                                  [_correct(r, test, device) for r in baseline], seeds)
+    return searched, baseline, comparison
 
 
 def check_seeds(seeds: Any) -> tuple[int, ...]:
@@ -203,10 +223,6 @@ def _correct(result: Mapping[str, Any], test, device) -> list[bool]:
     return correct_predictions(model, test.x, test.y).tolist()
 
 
-def _interval(interval: Sequence[float] | None) -> str:
-    return "-" if interval is None else f"[{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]"
-
-
 def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                  *, title: str, how: str, search_text: str, scored_images: int) -> Path:
     """``report.md`` (and the same numbers in ``report.json``): the retrained configs against their
@@ -229,9 +245,10 @@ def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any]
     for r in rows:
         c = r["comparison"]
         lines.append(
-            f"| {r['target']} | {format_count(r['flops'])} | {format_count(r['params'])} | {_mean_std(c['found'])} | "
-            f"{format_count(r['uniform_flops'])} | {_mean_std(c['base'])} | {100 * c['delta']:+.2f} | "
-            f"{_interval(c['t_interval'])} | {_interval(c['bootstrap_interval'])} | {c['verdict']} |"
+            f"| {r['target']} | {format_count(r['flops'])} | {format_count(r['params'])} | "
+            f"{format_mean_std(c['found'])} | "
+            f"{format_count(r['uniform_flops'])} | {format_mean_std(c['base'])} | {100 * c['delta']:+.2f} | "
+            f"{format_interval(c['t_interval'])} | {format_interval(c['bootstrap_interval'])} | {c['verdict']} |"
         )
     lines += [
         "",
@@ -249,7 +266,3 @@ def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any]
                                             "test_images": images, "seeds": seeds, "targets": list(rows)})
     return path
 
-
-def _mean_std(summary: Mapping[str, Any]) -> str:
-    std = "" if summary["std"] is None else f" ± {100 * summary['std']:.2f}"
-    return f"{100 * summary['mean']:.2f}%{std}"

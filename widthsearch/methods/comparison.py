@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["LEVEL", "RESAMPLES", "accuracy_summary", "bootstrap_interval", "compare_networks", "t_interval"]
+__all__ = ["LEVEL", "RESAMPLES", "accuracy_summary", "bootstrap_interval", "compare_networks", "format_interval",
+           "format_mean_std", "t_interval"]
 
 #: confidence level of both intervals
 LEVEL = 0.95
@@ -117,3 +118,14 @@ def _verdict(significant: bool | None, delta: float) -> str:
     if not significant:
         return "no significant difference"
     return "searched better" if delta > 0 else "baseline better"
+
+
+def format_interval(interval: Sequence[float] | None) -> str:
+    """An interval of accuracy deltas in points for a report (``-`` when there is none)."""
+    return "-" if interval is None else f"[{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]"
+
+
+def format_mean_std(summary: dict[str, Any]) -> str:
+    """An :func:`accuracy_summary` as ``91.23% ± 0.15`` (no ``±`` for one value)."""
+    std = "" if summary["std"] is None else f" ± {100 * summary['std']:.2f}"
+    return f"{100 * summary['mean']:.2f}%{std}"

@@ -197,6 +197,52 @@ def rescale_to_flops(
     return best
 
 
+# ---- where the channels went: units grouped by the resolution of their output ---------------------------
+@torch.no_grad()
+def unit_resolutions(net: Supernet, example: Tensor) -> dict[str, str]:
+    """Per unit, the spatial size of its output feature map (``"32x32"``; ``"flat"`` for a linear
+    layer's features), from one forward pass of ``example`` at the default widths.
+
+    A unit's output is where its channels leave their first output layer (its batch norm, or its
+    producer without one: :meth:`Supernet.output_layers`), so a unit that a stride-2 depthwise conv
+    shares (MobileNet's expansion) counts at the resolution of the expansion, before the stride.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def hook(name: str):
+        def record(_module: nn.Module, _inputs, output: Tensor) -> None:
+            shapes.setdefault(name, tuple(output.shape[2:]))  # returns None: the output is unchanged
+        return record
+
+    handles = [net.model.get_submodule(layer).register_forward_hook(hook(unit.name))
+               for unit in net.space.units for layer in net.output_layers(unit.name)]
+    was_training = net.model.training
+    try:
+        net.model.eval()
+        with net.using(net.space.default_config()):
+            net.model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+        net.model.train(was_training)
+    return {u.name: "x".join(map(str, shapes[u.name])) if shapes.get(u.name) else "flat" for u in net.space.units}
+
+
+def stage_summary(resolutions: Mapping[str, str], original: Mapping[str, int],
+                  final: Mapping[str, int]) -> list[dict]:
+    """The units grouped by output resolution (``resolutions`` in network order): per group its
+    units and the summed original and final widths, with the change in percent."""
+    stages: dict[str, list[str]] = {}
+    for name, resolution in resolutions.items():
+        stages.setdefault(resolution, []).append(name)
+    rows = []
+    for resolution, names in stages.items():
+        before, after = sum(original[n] for n in names), sum(final[n] for n in names)
+        rows.append({"resolution": resolution, "units": names, "original": before, "final": after,
+                     "change_percent": 100.0 * (after - before) / before if before else None})
+    return rows
+
+
 # ---- rounds: train -> probe -> adjust, resumable ------------------------------------------------------
 STATE_FILE = "adjust_state.json"
 STATE_VERSION = 1
@@ -270,6 +316,8 @@ def _load_state(out: Path, settings: Mapping, resume: bool) -> dict | None:
     path = out / STATE_FILE
     if path.exists() and not resume:
         raise UserError(f"{out} already holds an adjustment ({STATE_FILE}); use --resume to continue or another --out")
+    if (out / "rounds").is_dir() and not path.exists() and not resume:
+        raise UserError(f"{out} holds a started adjustment (rounds/); use --resume to continue or another --out")
     if not resume:
         return None
     # more rounds may be asked for when resuming: the rounds done stay what they were
@@ -325,6 +373,7 @@ def run_rounds(
     space = net.space
     original = space.default_config()
     if state is None:
+        _check_unrecorded_round(out, spec, s)
         state = {"version": STATE_VERSION, "settings": s, "spec": spec.to_dict(), "original": original,
                  "original_flops": space.cost(original).flops, "round": 0, "stage": "train", "config": original,
                  "pending": None, "rounds": []}
@@ -336,6 +385,10 @@ def run_rounds(
 
     def save() -> None:
         write_json_atomic(out / STATE_FILE, state)
+
+    # saved before the first round trains, so that a run killed in round 1 records its settings
+    # and a resumed (or moved and adopted) one is checked against them
+    save()
 
     while state["round"] < s["rounds"]:
         r, config = state["round"], state["config"]
@@ -383,17 +436,46 @@ def run_rounds(
             save()
             if stop_after and stop_after(r, "adjust"):
                 return state
-    return _write_outputs(out, state, space, spec, s)
+    return _write_outputs(out, state, net, spec, s)
+
+
+def _round_recipe(settings: Mapping) -> dict:
+    """The training arguments of every round's network."""
+    return {"model": settings["model"], "data": settings["data"], "epochs": settings["epochs"],
+            "batch_size": settings["batch_size"], "lr": settings["lr"], "seed": settings["seed"],
+            "heldout_fraction": settings["heldout_fraction"], "threads": settings["threads"],
+            "device": settings["device"], "train_drop": settings["train_drop"]}
 
 
 def _train_network(config_path: Path, out: Path, *, resume: bool, progress: bool, settings: Mapping) -> dict:
     from widthsearch.training.retrain import train_network
 
-    recipe = {"model": settings["model"], "data": settings["data"], "epochs": settings["epochs"],
-              "batch_size": settings["batch_size"], "lr": settings["lr"], "seed": settings["seed"],
-              "heldout_fraction": settings["heldout_fraction"], "threads": settings["threads"],
-              "device": settings["device"], "train_drop": settings["train_drop"]}
-    return train_network(recipe, out, channels=None if resume else config_path, resume=resume, progress=progress)
+    return train_network(_round_recipe(settings), out, channels=None if resume else config_path, resume=resume,
+                         progress=progress)
+
+
+def _check_unrecorded_round(out: Path, spec, s: Mapping) -> None:
+    """A folder killed in round 1 by a version that saved no state before training: its round 1
+    must be the one these settings would train (same space, same recipe), or it is refused."""
+    from widthsearch.data.loading import same_data_spec
+    from widthsearch.space.config import read_config_file
+    from widthsearch.training.checkpoint import load_checkpoint
+
+    folder = out / "rounds" / "1"
+    if (folder / "config.yaml").exists():
+        saved = read_config_file(folder / "config.yaml").get("space") or {}
+        for key, value in spec.to_dict().items():
+            if saved.get(key) != value:
+                raise UserError(f"{folder / 'config.yaml'} was written with {key} {saved.get(key)}, not {value}; "
+                                "resume with the same settings or use a new --out")
+    if (folder / "train" / "model.pt").exists():
+        args = load_checkpoint(folder / "train" / "model.pt")["args"]
+        for key, value in _round_recipe(s).items():
+            if key in _RESUMABLE or (key == "data" and same_data_spec(value, args.get(key))):
+                continue
+            if args.get(key) != value:
+                raise UserError(f"--{key.replace('_', '-')} {value} differs from round 1's {args.get(key)} "
+                                f"({folder / 'train' / 'model.pt'}); resume with the same settings or use a new --out")
 
 
 def _load_round_weights(net: Supernet, config: Mapping[str, int], checkpoint: str) -> None:
@@ -405,10 +487,11 @@ def _load_round_weights(net: Supernet, config: Mapping[str, int], checkpoint: st
     net.load_static(static)
 
 
-def _write_outputs(out: Path, state: Mapping, space: ChannelSpace, spec, s: Mapping) -> dict:
-    from widthsearch.plots import plot_adjust_widths
+def _write_outputs(out: Path, state: Mapping, net: Supernet, spec, s: Mapping) -> dict:
+    from widthsearch.plots import plot_adjust_stages, plot_adjust_widths
     from widthsearch.space.config import save_config
 
+    space = net.space
     final = state["config"]
     cost = space.cost(final)
     path = save_config(out / "final.yaml", space, final, model=s["model"], space=spec.to_dict(),
@@ -424,20 +507,27 @@ def _write_outputs(out: Path, state: Mapping, space: ChannelSpace, spec, s: Mapp
     series = [(f"round {row['round']}", [row["widths"][n] for n in names]) for row in state["rounds"]]
     series.append(("final", [final[n] for n in names]))
     plot_adjust_widths(names, [state["original"][n] for n in names], series, out / "widths.png")
+    stages = stage_summary(unit_resolutions(net, spec.example_input(1)), state["original"], final)
+    plot_adjust_stages(stages, out / "stages.png")
     summary = {
         "config": str(path), "flops": cost.flops, "original_flops": state["original_flops"], "params": cost.params,
         "original_params": space.cost(state["original"]).params, "units": len(space.units),
         "residual": spec.residual, "rounds": state["rounds"], "rounds_csv": str(out / "rounds.csv"),
-        "plot": str(out / "widths.png"),
+        "plot": str(out / "widths.png"), "stages": stages, "stages_plot": str(out / "stages.png"),
     }
     write_json_atomic(out / "adjust.json", summary)
     return summary
 
 
 # ---- the whole method: rounds -> retrain the adjusted and the original network -> report -------------
-RUN_DEFAULTS: dict = {"rounds": 3, "epochs": 8, "retrain_epochs": 8}
+RUN_DEFAULTS: dict = {"rounds": 3, "epochs": 8, "retrain_epochs": 8, "seeds": (0, 1, 2)}
+#: the settings `run --method netadjust` passes to the rounds; the other rounds settings keep
+#: ADJUST_DEFAULTS, so an `adjust` folder adopted as ``DIR/adjust`` must have been made with those
 _RUN_KEYS = ("model", "model_kwargs", "data", "width_mult", "rounds", "epochs", "batch_size", "lr", "seed", "threads",
              "device")
+#: the issue's success criterion: the adjusted network gains at least this many points of test
+#: accuracy on average over the seeds, and gains in every seed
+GOAL_GAIN_POINTS = 0.3
 
 
 def run_netadjust(
@@ -448,85 +538,148 @@ def run_netadjust(
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> dict:
-    """Network Adjustment end to end in ``out_dir``: ``adjust/``, ``retrain/{adjusted,original}/``,
-    ``report.md``. Both networks have the same FLOPs and are retrained with the same recipe and
-    seed; accuracy is on the test split. Every stage resumes after a kill."""
-    from widthsearch.space.config import save_config
+    """Network Adjustment end to end in ``out_dir``: ``adjust/`` (the layout of ``widthsearch
+    adjust --out``, so such a folder moved there is continued), ``retrain/{adjusted,original}/seed-<k>/``,
+    ``report.md`` and ``report.json``. Both networks have the same FLOPs and are retrained with the
+    same recipe under every seed of ``settings["seeds"]``; accuracy is on the test split. Every
+    stage resumes after a kill."""
+    from widthsearch.methods.autoslim import check_seeds, prepare_run_folder, retrain_pair, scoring_split
+    from widthsearch.runfolder import RunLock
     from widthsearch.space import SpaceSpec, build_supernet
+    from widthsearch.space.config import save_config
 
-    s = {**ADJUST_DEFAULTS, **RUN_DEFAULTS, **{k: v for k, v in settings.items() if k in _RUN_KEYS + ("retrain_epochs",)
-                                                 and v is not None}}
-    out = Path(out_dir)
-    if folder_has_content(out) and not resume:  # the CLI's lock file alone is no content
-        raise UserError(f"{out} is not empty; pass --resume to continue the run in it, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    s = {**ADJUST_DEFAULTS, **RUN_DEFAULTS, **{k: v for k, v in settings.items()
+                                               if k in _RUN_KEYS + ("retrain_epochs", "seeds") and v is not None}}
+    s["seeds"] = check_seeds(s["seeds"])  # a bad list fails before any training
+    out = prepare_run_folder(out_dir, resume)
     echo(f"[1/2] Network Adjustment: {s['model']} on {s['data']}, {s['rounds']} rounds of {s['epochs']} epochs")
-    adjust_settings = {k: s[k] for k in _RUN_KEYS}
-    summary = run_rounds(adjust_settings, out / "adjust", resume=resume and (out / "adjust" / STATE_FILE).exists(),
-                         progress=progress, echo=echo)
+    # an adopted folder could still be written by the `adjust` that made it (its lock moved with it)
+    with RunLock(out / "adjust"):
+        summary = run_rounds({k: s[k] for k in _RUN_KEYS}, out / "adjust", resume=resume, progress=progress,
+                             echo=echo)
     spec = SpaceSpec.from_dict(json.loads((out / "adjust" / STATE_FILE).read_text())["spec"])
     net, spec = build_supernet(spec)
     original = save_config(out / "adjust" / "original.yaml", net.space, net.space.default_config(), model=s["model"],
                            space=spec.to_dict())
-    recipe = {"model": s["model"], "data": s["data"], "epochs": s["retrain_epochs"], "batch_size": s["batch_size"],
-              "lr": s["lr"], "seed": s["seed"], "threads": s["threads"], "device": s["device"]}
-    results = {}
-    for i, (name, config) in enumerate((("adjusted", Path(summary["config"])), ("original", original))):
-        echo(f"[2/2] retrain the {name} network ({i + 1}/2), {s['retrain_epochs']} epochs")
-        folder = out / "retrain" / name
-        again = resume and (folder / "model.pt").exists()
-        results[name] = train_network_for(recipe, folder, None if again else config, again, progress)
+    echo(f"[2/2] retrain the adjusted and the original network, {s['retrain_epochs']} epochs, seeds "
+         f"{','.join(map(str, s['seeds']))}")
+    test, device = scoring_split(s)
+    adjusted, base, comparison = retrain_pair(s, out, ("adjusted", {"channels": Path(summary["config"])}),
+                                              ("original", {"channels": original}), test=test, device=device,
+                                              resume=resume, progress=progress)
     row = {
-        "target": "same FLOPs", "flops": results["adjusted"]["flops"], "params": results["adjusted"]["params"],
-        "accuracy": results["adjusted"]["accuracy"], "config": summary["config"],
-        "uniform_flops": results["original"]["flops"], "uniform_params": results["original"]["params"],
-        "uniform_accuracy": results["original"]["accuracy"], "baseline": "original",
+        "target": "same FLOPs", "flops": adjusted[0]["flops"], "params": adjusted[0]["params"],
+        "config": summary["config"],
+        "heldout_accuracy": summary["rounds"][-1]["heldout_accuracy"] if summary["rounds"] else None,
+        "accuracy": comparison["found"]["mean"], "uniform_flops": base[0]["flops"],
+        "uniform_params": base[0]["params"], "uniform_accuracy": comparison["base"]["mean"],
+        "comparison": comparison, "baseline": "original",
     }
-    report = _write_report(out, s, summary, row, results["adjusted"]["test_images"])
-    return {"targets": [row], "report": str(report), "adjust": str(out / "adjust")}
+    findings = report_findings(row, summary, float(s["tolerance"]))
+    report = _write_report(out, s, summary, row, findings)
+    return {"targets": [row], **findings, "report": str(report), "report_json": str(out / "report.json"),
+            "adjust": str(out / "adjust")}
 
 
-def train_network_for(recipe: Mapping, folder: Path, config: Path | None, resume: bool, progress: bool) -> dict:
-    from widthsearch.training.retrain import train_network
+def report_findings(row: Mapping, summary: Mapping, tolerance: float) -> dict:
+    """What the run's report states beyond the comparison row: the FLOPs match, the goal, the FUR
+    stability per round and the channels per stage."""
+    c = row["comparison"]
+    difference = (row["flops"] - row["uniform_flops"]) / row["uniform_flops"]
+    mean_points = 100 * c["delta"]
+    return {
+        "flops_match": {"adjusted": row["flops"], "original": row["uniform_flops"],
+                        "relative_difference": difference, "tolerance": tolerance,
+                        "within_tolerance": abs(difference) <= tolerance},
+        "goal": {"mean_gain_points": mean_points, "required_gain_points": GOAL_GAIN_POINTS,
+                 "seeds_positive": sum(d > 0 for d in c["deltas"]), "seeds": len(c["deltas"]),
+                 "met": mean_points >= GOAL_GAIN_POINTS and all(d > 0 for d in c["deltas"])},
+        "fur_stability": [{"round": r["round"], "spearman": r["fur_stability"]} for r in summary["rounds"]],
+        "stages": summary["stages"],
+    }
 
-    return train_network(dict(recipe), folder, channels=config, resume=resume, progress=progress)
 
-
-def _write_report(out: Path, s: Mapping, summary: Mapping, row: Mapping, test_images: int) -> Path:
+def _write_report(out: Path, s: Mapping, summary: Mapping, row: Mapping, findings: Mapping) -> Path:
     from widthsearch.formatting import format_count
+    from widthsearch.io import write_text_atomic
+    from widthsearch.methods.comparison import format_interval, format_mean_std
 
-    delta = 100 * (row["accuracy"] - row["uniform_accuracy"])
+    c, flops, goal = row["comparison"], findings["flops_match"], findings["goal"]
+    images = c["test_images"]
     lines = [
         "# Network Adjustment run",
         "",
         f"Model `{s['model']}` on `{s['data']}`, residual policy `{summary['residual']}` ({summary['units']} units); "
         f"{len(summary['rounds'])} rounds of {s['epochs']} epochs ({_train_drop_words(s['train_drop'])}), each "
-        f"probing the FUR with {s['passes']} dropout passes "
-        f"on held-out training images; then the adjusted and the original network retrained for {s['retrain_epochs']} "
-        f"epochs with the same recipe and seed {s['seed']}. Accuracies are on the {test_images} test images "
-        "(one seed: a difference of one image is "
-        f"{100 / max(1, test_images):.2f} points).",
+        f"probing the FUR with {s['passes']} dropout passes on held-out training images (seed {s['seed']}); then the "
+        f"adjusted and the original network retrained for {s['retrain_epochs']} epochs with the same recipe under "
+        f"seeds {', '.join(map(str, c['seeds']))}. Accuracies are on the {images} test images (one image is "
+        f"{100 / max(1, images):.2f} points), mean ± standard deviation over the seeds.",
         "",
         "| network | FLOPs | params | test accuracy |",
         "|---|---|---|---|",
-        f"| adjusted | {format_count(row['flops'])} | {format_count(row['params'])} | {100 * row['accuracy']:.2f}% |",
+        f"| adjusted | {format_count(row['flops'])} | {format_count(row['params'])} | {format_mean_std(c['found'])} |",
         f"| original | {format_count(row['uniform_flops'])} | {format_count(row['uniform_params'])} | "
-        f"{100 * row['uniform_accuracy']:.2f}% |",
+        f"{format_mean_std(c['base'])} |",
         "",
-        f"Adjusted minus original: {delta:+.2f} points.",
+        f"FLOPs: adjusted {flops['adjusted']:,} vs original {flops['original']:,} multiply-accumulates, "
+        f"{100 * flops['relative_difference']:+.3f} % ({'within' if flops['within_tolerance'] else 'OUTSIDE'} "
+        f"±{100 * flops['tolerance']:g} %).",
         "",
-        "| round | FLOPs | held-out accuracy | FUR stability (Spearman, halves of the passes) | units moved |",
+        "| seed | adjusted | original | adjusted minus original (points) |",
+        "|---|---|---|---|",
+    ]
+    for seed, a, b, d in zip(c["seeds"], c["found"]["values"], c["base"]["values"], c["deltas"]):
+        lines.append(f"| {seed} | {100 * a:.2f}% | {100 * b:.2f}% | {100 * d:+.2f} |")
+    lines += [
+        f"| mean | {100 * c['found']['mean']:.2f}% | {100 * c['base']['mean']:.2f}% | {100 * c['delta']:+.2f} |",
+        "",
+        f"95 % intervals of the mean delta: {format_interval(c['t_interval'])} over the seeds (paired t, "
+        "training noise), "
+        f"{format_interval(c['bootstrap_interval'])} over the test images (paired bootstrap pooled across the seeds, "
+        f"test-set noise). Verdict: **{c['verdict']}** (significant only when neither interval contains 0).",
+        "",
+        f"Goal (mean gain ≥ +{goal['required_gain_points']:g} points and positive in every seed): "
+        f"**{'met' if goal['met'] else 'not met'}** (mean {goal['mean_gain_points']:+.2f} points, positive in "
+        f"{goal['seeds_positive']} of {goal['seeds']} seeds).",
+        "",
+        "## Search",
+        "",
+        "| round | FLOPs | held-out accuracy | FUR stability | units moved |",
         "|---|---|---|---|---|",
     ]
     for r in summary["rounds"]:
         acc = "-" if r["heldout_accuracy"] is None else f"{100 * r['heldout_accuracy']:.2f}%"
         stab = "-" if r["fur_stability"] is None else f"{r['fur_stability']:.2f}"
         lines.append(f"| {r['round']} | {format_count(r['flops'])} | {acc} | {stab} | {r['moves']} up, {r['moves']} down |")
-    lines += ["", "![channels per unit by round](adjust/widths.png)", "",
-              "Configs: [adjusted](adjust/final.yaml), [original](adjust/original.yaml); per round: "
+    half = int(s["passes"]) // 2
+    lines += [
+        "",
+        f"FUR stability: Spearman rank correlation, over the probed units, of the FUR from the first {half} "
+        f"dropout passes with the FUR from the other {int(s['passes']) - half} (1: the same ranking; '-' when "
+        "there are too few passes or units).",
+        "",
+        "## Direction of change per stage",
+        "",
+        "Units grouped by the spatial size of their output feature map (a stem falls in the group of its "
+        "output resolution), in network order; channels summed over the group's units.",
+        "",
+        "| stage (output) | units | original channels | final channels | change |",
+        "|---|---|---|---|---|",
+    ]
+    for stage in findings["stages"]:
+        change = "-" if stage["change_percent"] is None else f"{stage['change_percent']:+.1f} %"
+        names = stage["units"]
+        units = names[0] if len(names) == 1 else f"{len(names)}: {names[0]} ... {names[-1]}"
+        lines.append(f"| {stage['resolution']} | {units} | {stage['original']} | {stage['final']} | {change} |")
+    lines += ["", "![channels per unit by round](adjust/widths.png)", "", "![channels per stage](adjust/stages.png)",
+              "", "Configs: [adjusted](adjust/final.yaml), [original](adjust/original.yaml); per round: "
               "[rounds.csv](adjust/rounds.csv)", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
+    write_json_atomic(out / "report.json", {"title": "Network Adjustment run", "settings": dict(s),
+                                            "test_images": images, "seeds": c["seeds"], "targets": [dict(row)],
+                                            **findings, "rounds": summary["rounds"]})
     return path
 
 
