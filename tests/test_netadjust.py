@@ -145,11 +145,12 @@ def test_run_method_netadjust_end_to_end(tmp_path, capsys):
 
     out = tmp_path / "run"
     code = main(["run", "--method", "netadjust", "--rounds", "1", "--epochs", "1", "--retrain-epochs", "1",
-                 "--threads", "1", "--out", str(out), "--json"])
+                 "--seeds", "0", "--threads", "1", "--out", str(out), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     row = result["targets"][0]
     assert row["baseline"] == "original" and abs(row["flops"] - row["uniform_flops"]) <= 0.01 * row["uniform_flops"]
     report = (out / "report.md").read_text()
-    assert "Adjusted minus original" in report and "359 test images" in report
+    assert "adjusted minus original" in report and "359 test images" in report
+    assert row["comparison"]["verdict"] == "one seed: not tested"
     assert main(["run", "--method", "netadjust", "--out", str(out)]) == 2  # never overwrites

@@ -30,7 +30,6 @@ from widthsearch.errors import UserError
 from widthsearch.space import ChannelSpace, Supernet
 from widthsearch.io import write_json_atomic
 from widthsearch.methods.run_state import load_run_state
-from widthsearch.runfolder import folder_has_content
 from widthsearch.training.channel_dropout import check_drop_rate
 
 #: the official CIFAR schedule: k layers move per round (k0 decaying by k_decay per round), the
@@ -358,9 +357,12 @@ def run_rounds(
     from widthsearch.data import load_data
     from widthsearch.space import SpaceSpec, build_supernet
     from widthsearch.space.config import save_config
+    from widthsearch.training.recipe import check_recipe
 
     s = {**ADJUST_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
-    check_drop_rate(s["train_drop"])  # before any work, not when the first round starts training
+    # before any work, not when the first round starts training (after the state is saved)
+    check_drop_rate(s["train_drop"])
+    check_recipe(_round_recipe(s))
     out = Path(out_dir)
     state = _load_state(out, s, resume)
     if state is not None and int(settings.get("rounds") or state["settings"]["rounds"]) < state["round"]:
@@ -458,18 +460,22 @@ def _check_unrecorded_round(out: Path, spec, s: Mapping) -> None:
     """A folder killed in round 1 by a version that saved no state before training: its round 1
     must be the one these settings would train (same space, same recipe), or it is refused."""
     from widthsearch.data.loading import same_data_spec
+    from widthsearch.space import SpaceSpec
     from widthsearch.space.config import read_config_file
     from widthsearch.training.checkpoint import load_checkpoint
 
     folder = out / "rounds" / "1"
-    if (folder / "config.yaml").exists():
-        saved = read_config_file(folder / "config.yaml").get("space") or {}
+    recorded = read_config_file(folder / "config.yaml").get("space") if (folder / "config.yaml").exists() else None
+    if recorded:
+        # through SpaceSpec, so that fields added to the spec since the file was written take their defaults
+        saved = SpaceSpec.from_dict(recorded).to_dict()
         for key, value in spec.to_dict().items():
             if saved.get(key) != value:
                 raise UserError(f"{folder / 'config.yaml'} was written with {key} {saved.get(key)}, not {value}; "
                                 "resume with the same settings or use a new --out")
     if (folder / "train" / "model.pt").exists():
-        args = load_checkpoint(folder / "train" / "model.pt")["args"]
+        # a checkpoint from before --train-drop existed trained without channel dropout
+        args = {"train_drop": 0.0, **load_checkpoint(folder / "train" / "model.pt")["args"]}
         for key, value in _round_recipe(s).items():
             if key in _RESUMABLE or (key == "data" and same_data_spec(value, args.get(key))):
                 continue
