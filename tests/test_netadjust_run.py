@@ -79,6 +79,7 @@ def test_run_report_states_flops_seeds_goal_fur_and_stages(finished):
     assert goal["mean_gain_points"] == pytest.approx(100 * c["delta"])
     assert goal["met"] == (100 * c["delta"] >= na.GOAL_GAIN_POINTS and all(d > 0 for d in c["deltas"]))
     assert goal["seeds_positive"] == sum(d > 0 for d in c["deltas"])
+    assert row["goal_met"] == goal["met"] and row["goal"] == pytest.approx(na.GOAL_GAIN_POINTS / 100)
     assert [f["round"] for f in doc["fur_stability"]] == [1]
     assert doc["fur_stability"][0]["spearman"] == doc["rounds"][0]["fur_stability"]
     # channels per stage add up to the two configs' widths
