@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 from widthsearch.errors import UserError
 from widthsearch.formatting import format_count
 from widthsearch.io import write_json_atomic, write_text_atomic
-from widthsearch.methods.comparison import compare_networks
+from widthsearch.methods.comparison import compare_networks, format_interval, format_mean_std
 from widthsearch.methods.run_state import load_run_state
 from widthsearch.methods.spnet import SPNET_DEFAULTS, SpnetPlan, export_joint_members, run_spnet, spnet_settings
 
@@ -361,15 +361,6 @@ def _tera(value: float) -> str:
     return f"{value / 1e12:.2f}T" if value >= 1e12 else format_count(value)
 
 
-def _interval(interval: Sequence[float] | None) -> str:
-    return "-" if interval is None else f"[{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]"
-
-
-def _mean_std(summary: Mapping[str, Any]) -> str:
-    std = "" if summary["std"] is None else f" ± {100 * summary['std']:.2f}"
-    return f"{100 * summary['mean']:.2f}%{std}"
-
-
 def _flops(values: Sequence[float]) -> str:
     low, high = min(values), max(values)
     return format_count(low) if low == high else f"{format_count(low)}–{format_count(high)}"
@@ -390,8 +381,8 @@ def _table(rows: Sequence[Mapping[str, Any]], names: tuple[str, str], goal: bool
     for r in rows:
         c = r["comparison"]
         lines.append(f"| {format_count(r['target_flops'])} | {_flops(r['flops_per_seed'])} | "
-                     f"{_flops(r['uniform_flops_per_seed'])} | {_mean_std(c['found'])} | {_mean_std(c['base'])} | "
-                     f"{100 * c['delta']:+.2f} | {_interval(c['t_interval'])} | {_interval(c['bootstrap_interval'])} "
+                     f"{_flops(r['uniform_flops_per_seed'])} | {format_mean_std(c['found'])} | {format_mean_std(c['base'])} | "
+                     f"{100 * c['delta']:+.2f} | {format_interval(c['t_interval'])} | {format_interval(c['bootstrap_interval'])} "
                      f"| {c['verdict']} |" + (f" {_goal_text(r)} |" if goal else ""))
     lines += ["", "Per-seed deltas (points): " + "; ".join(
         f"{format_count(r['target_flops'])} " + ", ".join(f"{100 * d:+.2f}" for d in r["comparison"]["deltas"])
