@@ -29,7 +29,10 @@ what the records' losses add to the FLOPs term. ``--noise-std S`` scores with th
 accuracy plus seeded Gaussian noise (``bench cbm --noise-std``); the rank stays the true one.
 Two more columns then say what the evaluations found: *best scored* is the true rank of the best
 arch the run evaluated (the pick can be worse under noise), *evals to top 5* how many evaluations
-it took to first score an arch of true rank <= 5. ``--jobs N`` runs seeds in N processes.
+it took to first score an arch of true rank <= 5; and a last table gives, per cell, the true rank of
+the pick if every arch of the window were scored with the same noise (what the noise alone costs,
+whatever the search). ``--variants ""`` prints only that table. ``--jobs N`` runs seeds in N
+processes.
 """
 from __future__ import annotations
 
@@ -155,6 +158,36 @@ def summarize(runs: Sequence[Dict[str, Any]], optima: Set[str]) -> Dict:
     }
 
 
+def exhaustive_noisy_pick(bench: CBMBench, budget: float, std: float, seeds: Sequence[int],
+                          lower: float = CBM_LOWER) -> List[int]:
+    """Per seed, the true rank of the arch a search would pick if it scored *every* arch of the
+    window [lower*T, T] with the noisy evaluator of that seed: what the noise alone costs."""
+    b = bench.budget_flops(budget)
+    t = bench.table
+    window = (t.flops >= lower * b) & (t.flops <= b)
+    ranks = []
+    for seed in seeds:
+        noisy = bench.noisy_oracle(std, seed)
+        scores = {k: noisy(bench.key_to_config(k)) for k in (t.keys[i] for i in window.nonzero()[0])}
+        ranks.append(bench.rank_feasible(max(scores, key=scores.__getitem__), b))
+    return ranks
+
+
+def print_exhaustive(spaces: Sequence[str], std: float, seeds: Sequence[int]) -> None:
+    print()
+    print(f"Every arch of the window scored with the same noise (std {std:g}), best noisy score picked:")
+    print()
+    print("| space | budget | archs in the window | true rank of the pick: mean | median | worst |")
+    print("|---|---|---|---|---|---|")
+    for space in spaces:
+        bench = _bench(space)
+        for budget in DEFAULT_BUDGETS:
+            b = bench.budget_flops(budget)
+            n = int(((bench.table.flops >= CBM_LOWER * b) & (bench.table.flops <= b)).sum())
+            r = exhaustive_noisy_pick(bench, budget, std, seeds)
+            print(f"| {space} | {budget:.0%} | {n} | {statistics.mean(r):.2f} | {statistics.median(r):g} | {max(r)} |")
+
+
 def _fmt_evals(x: float) -> str:
     return "never" if x == float("inf") else f"{x:g}"
 
@@ -214,16 +247,17 @@ def main() -> None:
     print()
     if args.landscape:
         print_landscape(args.tables)
-    print(f"| space | budget | variant | rank mean | median | worst | runs with rank > {GOAL_RANK} "
-          f"| of those, at a local optimum | evals mean (max) | of which random | acc. below optimum "
-          f"| best scored median / worst | evals to top {GOAL_RANK} median / worst | s per run |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if variants:
+        print(f"| space | budget | variant | rank mean | median | worst | runs with rank > {GOAL_RANK} "
+              f"| of those, at a local optimum | evals mean (max) | of which random | acc. below optimum "
+              f"| best scored median / worst | evals to top {GOAL_RANK} median / worst | s per run |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     totals: Dict[str, List[int]] = {v: [] for v in variants}
     evals: Dict[str, List[float]] = {v: [] for v in variants}
     t0 = time.perf_counter()
     _setup(args.tables, args.prior)
     pool = multiprocessing.Pool(args.jobs, _setup, (args.tables, args.prior)) if args.jobs > 1 else None
-    for space in spaces:
+    for space in spaces if variants else ():
         for budget in DEFAULT_BUDGETS:
             optima = local_optima(_bench(space), budget)["optima"]
             tasks = [(space, budget, seed, variants, options, args.max_evals, args.noise_std) for seed in seeds]
@@ -241,6 +275,8 @@ def main() -> None:
                       flush=True)
     if pool is not None:
         pool.close()
+    if args.noise_std:
+        print_exhaustive(spaces, args.noise_std, seeds)
     print()
     for v in variants:
         r = totals[v]
