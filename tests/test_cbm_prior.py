@@ -62,9 +62,11 @@ def test_prior_from_records_file_seeds_a_unique_population_in_the_window(bench, 
     keys = [bench.config_to_key(c) for c in population]
     assert len(keys) == 50 and len(set(keys)) == 50
     assert all(0.8 * budget <= bench.flops(c) <= budget for c in population)
-    # the records' loss falls with the head's width: the prior leans to the wider heads
-    head = seeded["prior"][bench.genome.names[-1]]
-    assert head[2] + head[3] > head[0] + head[1]
+    # the records' loss falls with the head's width: the prior puts more on the wider heads than
+    # the same fit with every loss equal (the random init dominates both: see docs/methods/bcnet.md)
+    flat = cbm.RecordsPrior(bench, loaded, flat=True).seeding(budget, seed=3, population=50, lower=0.8)
+    head, head_flat = (s["prior"][bench.genome.names[-1]] for s in (seeded, flat))
+    assert head[2] + head[3] > head_flat[2] + head_flat[3]
     # the same records and seed give the same prior and population
     again = records_prior.seeding(budget, seed=3, population=50, lower=0.8)
     assert again["initial_population"] == population and again["prior"] == seeded["prior"]
