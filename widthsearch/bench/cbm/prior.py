@@ -84,16 +84,17 @@ def _load_json_records(p: Path) -> LossRecordsFile:
 def save_records(path: Any, loaded: LossRecordsFile, keys: Optional[Sequence[str]] = None) -> Path:
     """Write the records as JSON (lowest loss first); ``keys``: the CBM key of each record, kept
     only for the reader (loading ignores them)."""
-    from widthsearch.io import write_json_atomic
+    from widthsearch.io import write_text_atomic
 
     rows = []
     for i, (loss, config) in enumerate(loaded.records):
         row: Dict[str, Any] = {"loss": loss, "config": config}
         if keys is not None:
             row["key"] = keys[i]
-        rows.append(row)
-    return write_json_atomic(path, {"format": RECORDS_FORMAT, "model": loaded.model, "source": loaded.source,
-                                    "records": rows})
+        rows.append(json.dumps(row))
+    head = json.dumps({"format": RECORDS_FORMAT, "model": loaded.model, "source": loaded.source}, indent=2)
+    # one record per line keeps the file small (100 records: about 20 KB) and diffable
+    return write_text_atomic(path, head[:-2] + ',\n  "records": [\n    ' + ",\n    ".join(rows) + "\n  ]\n}\n")
 
 
 @dataclass
