@@ -55,7 +55,8 @@ def load_records(path: Any) -> LossRecordsFile:
     records = checkpoint_records(str(p))
     args = dict(load_checkpoint(p).get("args") or {})
     keep = ("model", "strategy", "groups", "epochs", "batch_size", "lr", "data", "heldout_fraction", "seed")
-    return LossRecordsFile(records, args.get("model"), {"checkpoint": p.name, **{k: args[k] for k in keep if k in args}})
+    source = {"checkpoint": p.name, **{k: args[k] for k in keep if k in args}}
+    return LossRecordsFile(records, args.get("model"), source)
 
 
 def _load_json_records(p: Path) -> LossRecordsFile:
