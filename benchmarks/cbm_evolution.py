@@ -20,6 +20,19 @@ best of them.
 
 The screened variant's settings were chosen on seeds 100-149 (and checked on 150-249); report
 on seeds 0-49, which were not used for choosing.
+
+``--prior FILE`` (loss records of a ``--strategy bcnet`` supernet: its checkpoint or the JSON
+``bench cbm --records-out`` writes) enables variants named ``V+prior``: evolution variant V seeded
+with BCNetV2's prior fitted to the records, exactly ``bench cbm --algo evolution --variant V
+--prior FILE``, and ``V+flatprior``: the same fit with every loss equal, the control that shows
+what the records' losses add to the FLOPs term. ``--noise-std S`` scores with the table's
+accuracy plus seeded Gaussian noise (``bench cbm --noise-std``); the rank stays the true one.
+Two more columns then say what the evaluations found: *best scored* is the true rank of the best
+arch the run evaluated (the pick can be worse under noise), *evals to top 5* how many evaluations
+it took to first score an arch of true rank <= 5; and a last table gives, per cell, the true rank of
+the pick if every arch of the window were scored with the same noise (what the noise alone costs,
+whatever the search). ``--variants ""`` prints only that table. ``--jobs N`` runs seeds in N
+processes.
 """
 from __future__ import annotations
 
@@ -36,12 +49,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+import multiprocessing  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Dict, List, Sequence, Set  # noqa: E402
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple  # noqa: E402
 
-from widthsearch.bench.cbm import CBM_LOWER, DEFAULT_BUDGETS, SPACES, CBMBench  # noqa: E402
+from widthsearch.bench.cbm import (  # noqa: E402
+    CBM_LOWER,
+    DEFAULT_BUDGETS,
+    SPACES,
+    CBMBench,
+    RecordsPrior,
+    load_records,
+)
 from widthsearch.search.evolution import VARIANTS  # noqa: E402
 
 GOAL_RANK = 5
@@ -56,32 +77,119 @@ def parse_seeds(text: str) -> List[int]:
     return seeds
 
 
+PRIOR_SUFFIXES = {"+prior": False, "+flatprior": True}  # suffix -> flat
+
+
+def split_prior(name: str) -> Tuple[str, Optional[bool]]:
+    """``"bcnet+prior"`` -> ("bcnet", False); ``"screened+flatprior"`` -> ("screened", True);
+    ``"screened"`` -> ("screened", None): no prior."""
+    for suffix, flat in PRIOR_SUFFIXES.items():
+        if name.endswith(suffix):
+            return name[: -len(suffix)], flat
+    return name, None
+
+
 def parse_variant(spec: str) -> Dict[str, Any]:
-    """``"screened"`` or ``"screened:screen=1,top_k=10"`` -> keyword options of ``evolution_search``."""
+    """``"screened"`` or ``"screened:screen=1,top_k=10"`` -> keyword options of ``evolution_search``
+    (``"bcnet+prior"``: the prior is attached per run, see :func:`run_task`)."""
     name, _, opts = spec.partition(":")
-    out: Dict[str, Any] = {"variant": name.strip()}
+    out: Dict[str, Any] = {"variant": split_prior(name.strip())[0]}
     for item in filter(None, (x.strip() for x in opts.split(","))):
         key, _, value = item.partition("=")
         out[key.strip()] = float(value) if "." in value else int(value)
     return out
 
 
-def run_cell(bench: CBMBench, budget: float, variant: Dict[str, Any], seeds: Sequence[int], max_evals: int,
-             optima: Set[str]) -> Dict:
-    ranks, evals, secs, randoms, stuck = [], [], [], [], 0
-    for seed in seeds:
+# per process: the bench of each space and the prior of each (space, flat), built once
+_WORKER: Dict[str, Any] = {}
+
+
+def _setup(tables: Any, prior_file: Optional[str]) -> None:
+    _WORKER.update(tables=tables, records=None if prior_file is None else load_records(prior_file), benches={},
+                   priors={})
+
+
+def _bench(space: str) -> CBMBench:
+    if space not in _WORKER["benches"]:
+        _WORKER["benches"][space] = CBMBench(space, _WORKER["tables"])
+    return _WORKER["benches"][space]
+
+
+def _prior(space: str, flat: bool) -> RecordsPrior:
+    if _WORKER["records"] is None:
+        raise SystemExit("a +prior variant needs --prior FILE")
+    if (space, flat) not in _WORKER["priors"]:
+        _WORKER["priors"][(space, flat)] = RecordsPrior(_bench(space), _WORKER["records"], flat=flat)
+    return _WORKER["priors"][(space, flat)]
+
+
+def run_task(task: Tuple[str, float, int, Sequence[str], Dict[str, Dict[str, Any]], int, float]) -> Dict[str, Dict]:
+    """One (space, budget, seed) for every variant (so that the +prior variants share one prior fit)."""
+    space, budget, seed, variants, options, max_evals, noise = task
+    bench = _bench(space)
+    out = {}
+    for v in variants:
+        flat = split_prior(v.partition(":")[0].strip())[1]
+        prior = None if flat is None else _prior(space, flat)
         t0 = time.perf_counter()
-        r = bench.search("evolution", budget, max_evals=max_evals, seed=seed, **variant)
-        secs.append(time.perf_counter() - t0)
-        ranks.append(r["rank_feasible"])
-        evals.append(r["evaluations"])
-        randoms.append(r["origins"]["random"])
-        stuck += r["rank_feasible"] > GOAL_RANK and r["key"] in optima
+        r = bench.search("evolution", budget, max_evals=max_evals, seed=seed, noise_std=noise, prior=prior,
+                         **options[v])
+        out[v] = {"rank": r["rank_feasible"], "evals": r["evaluations"], "random": r["origins"]["random"],
+                  "key": r["key"], "loss": r["optimum_acc"] - r["mean_acc"], "best_scored": r["rank_best_scored"],
+                  "to_top": r["evals_to_top5"], "seconds": time.perf_counter() - t0}
+    return out
+
+
+def summarize(runs: Sequence[Dict[str, Any]], optima: Set[str]) -> Dict:
+    ranks = [r["rank"] for r in runs]
+    evals = [r["evals"] for r in runs]
+    # never reaching the top 5 counts as more than any run's budget in the median and the worst
+    to_top = [r["to_top"] if r["to_top"] is not None else float("inf") for r in runs]
     return {
         "mean": statistics.mean(ranks), "median": statistics.median(ranks), "worst": max(ranks),
         "missed": sum(r > GOAL_RANK for r in ranks), "evals": statistics.mean(evals), "max_evals": max(evals),
-        "seconds": statistics.mean(secs), "ranks": ranks, "random": statistics.mean(randoms), "stuck": stuck,
+        "seconds": statistics.mean(r["seconds"] for r in runs), "ranks": ranks,
+        "random": statistics.mean(r["random"] for r in runs),
+        "stuck": sum(r["rank"] > GOAL_RANK and r["key"] in optima for r in runs),
+        "acc_loss": statistics.mean(r["loss"] for r in runs),
+        "best_scored_median": statistics.median(r["best_scored"] for r in runs),
+        "best_scored_worst": max(r["best_scored"] for r in runs),
+        "to_top_median": statistics.median(to_top), "to_top_worst": max(to_top),
     }
+
+
+def exhaustive_noisy_pick(bench: CBMBench, budget: float, std: float, seeds: Sequence[int],
+                          lower: float = CBM_LOWER) -> List[int]:
+    """Per seed, the true rank of the arch a search would pick if it scored *every* arch of the
+    window [lower*T, T] with the noisy evaluator of that seed: what the noise alone costs."""
+    b = bench.budget_flops(budget)
+    t = bench.table
+    window = (t.flops >= lower * b) & (t.flops <= b)
+    ranks = []
+    for seed in seeds:
+        noisy = bench.noisy_oracle(std, seed)
+        scores = {k: noisy(bench.key_to_config(k)) for k in (t.keys[i] for i in window.nonzero()[0])}
+        ranks.append(bench.rank_feasible(max(scores, key=scores.__getitem__), b))
+    return ranks
+
+
+def print_exhaustive(spaces: Sequence[str], std: float, seeds: Sequence[int]) -> None:
+    print()
+    print(f"Every arch of the window scored with the same noise (std {std:g}), best noisy score picked:")
+    print()
+    print("| space | budget | archs in the window | true rank of the pick: mean | median | worst |")
+    print("|---|---|---|---|---|---|")
+    for space in spaces:
+        bench = _bench(space)
+        for budget in DEFAULT_BUDGETS:
+            b = bench.budget_flops(budget)
+            n = int(((bench.table.flops >= CBM_LOWER * b) & (bench.table.flops <= b)).sum())
+            r = exhaustive_noisy_pick(bench, budget, std, seeds)
+            print(f"| {space} | {budget:.0%} | {n} | {statistics.mean(r):.2f} | {statistics.median(r):g} | {max(r)} |")
+
+
+def _fmt_evals(x: float) -> str:
+    return "never" if x == float("inf") else f"{x:g}"
 
 
 def local_optima(bench: CBMBench, budget: float, lower: float = CBM_LOWER) -> Dict[str, Any]:
@@ -113,39 +221,62 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0-49", help="seeds, e.g. 0-49 or 100-149 (default 0-49)")
     ap.add_argument("--variants", default="screened;bcnet",
-                    help=f"';'-separated, each {' or '.join(VARIANTS)} with optional ':key=value,...' options")
+                    help=f"';'-separated, each {' or '.join(VARIANTS)} (+prior or +flatprior with --prior) with "
+                    "optional ':key=value,...' options")
+    ap.add_argument("--spaces", default=",".join(SPACES), help="comma-separated (default: both)")
     ap.add_argument("--max-evals", type=int, default=300)
     ap.add_argument("--tables", default=None, help="directory of the CBM tables (default: the shared copy)")
     ap.add_argument("--landscape", action="store_true", help="first print the local optima of every cell")
+    ap.add_argument("--prior", default=None, metavar="FILE", help="loss records for the +prior variants")
+    ap.add_argument("--noise-std", type=float, default=0.0, metavar="S",
+                    help="evaluator noise std in accuracy %% points (default 0: the exact table)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes over the seeds (default 1)")
     args = ap.parse_args()
     seeds = parse_seeds(args.seeds)
     variants = [v.strip() for v in args.variants.split(";") if v.strip()]
     options = {v: parse_variant(v) for v in variants}
+    spaces = [x.strip() for x in args.spaces.split(",") if x.strip()]
 
+    extra = f"  spaces {','.join(spaces)}"
+    if args.prior:
+        extra += f"  prior {args.prior}"
+    if args.noise_std:
+        extra += f"  noise std {args.noise_std:g}"
     print(f"# cbm_evolution {datetime.date.today().isoformat()}  python {platform.python_version()}  "
-          f"seeds {args.seeds} ({len(seeds)})  max_evals {args.max_evals}  variants {'; '.join(variants)}")
+          f"seeds {args.seeds} ({len(seeds)})  max_evals {args.max_evals}  variants {'; '.join(variants)}{extra}")
     print()
     if args.landscape:
         print_landscape(args.tables)
-    print(f"| space | budget | variant | rank mean | median | worst | runs with rank > {GOAL_RANK} "
-          f"| of those, at a local optimum | evals mean (max) | of which random | s per run |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    if variants:
+        print(f"| space | budget | variant | rank mean | median | worst | runs with rank > {GOAL_RANK} "
+              f"| of those, at a local optimum | evals mean (max) | of which random | acc. below optimum "
+              f"| best scored median / worst | evals to top {GOAL_RANK} median / worst | s per run |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     totals: Dict[str, List[int]] = {v: [] for v in variants}
     evals: Dict[str, List[float]] = {v: [] for v in variants}
     t0 = time.perf_counter()
-    for space in SPACES:
-        bench = CBMBench(space, args.tables)
+    _setup(args.tables, args.prior)
+    pool = multiprocessing.Pool(args.jobs, _setup, (args.tables, args.prior)) if args.jobs > 1 else None
+    for space in spaces if variants else ():
         for budget in DEFAULT_BUDGETS:
-            optima = local_optima(bench, budget)["optima"]
+            optima = local_optima(_bench(space), budget)["optima"]
+            tasks = [(space, budget, seed, variants, options, args.max_evals, args.noise_std) for seed in seeds]
+            per_seed = pool.map(run_task, tasks) if pool is not None else [run_task(t) for t in tasks]
             for v in variants:
-                c = run_cell(bench, budget, options[v], seeds, args.max_evals, optima)
+                c = summarize([r[v] for r in per_seed], optima)
                 totals[v] += c["ranks"]
                 evals[v].append(c["evals"])
                 print(f"| {space} | {budget:.0%} | {v} | {c['mean']:.2f} | {c['median']:g} | {c['worst']} "
                       f"| {c['missed']}/{len(seeds)} | {c['stuck']} | {c['evals']:.1f} ({c['max_evals']}) "
-                      f"| {c['random']:.1f} "
+                      f"| {c['random']:.1f} | {c['acc_loss']:.3f} "
+                      f"| {c['best_scored_median']:g} / {c['best_scored_worst']} "
+                      f"| {_fmt_evals(c['to_top_median'])} / {_fmt_evals(c['to_top_worst'])} "
                       f"| {c['seconds']:.3f} |",
                       flush=True)
+    if pool is not None:
+        pool.close()
+    if args.noise_std:
+        print_exhaustive(spaces, args.noise_std, seeds)
     print()
     for v in variants:
         r = totals[v]

@@ -54,6 +54,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--variant", choices=VARIANTS, default=None,
                    help="evolution (--algo evolution and --report): screened (default) or bcnet, BCNetV2's loop "
                    "as published (top-k 10, 25 mutations + 25 crossovers, random fill-up)")
+    p.add_argument("--prior", metavar="FILE",
+                   help="with --algo evolution: seed it with BCNetV2's prior fitted to these loss records (a supernet "
+                   "checkpoint trained with --strategy bcnet --groups 4, or the JSON --records-out writes)")
+    p.add_argument("--records-out", metavar="FILE.json",
+                   help="with --prior: write its loss records as JSON (a few KB), to rerun without the checkpoint")
+    p.add_argument("--noise-std", type=float, default=0.0, metavar="S",
+                   help="with --algo: score with the table's accuracy plus Gaussian noise of std S (%% points), fixed "
+                   "per architecture and seeded by --seed, like a supernet's error; the pick is ranked by the truth")
     p.add_argument("--scores", metavar="FILE", help="JSON {key: score} or CSV key,score to correlate with the table")
     p.add_argument("--compare", metavar="FILE|flops",
                    help="with --scores: compare its ranking with these scores' (or FLOPs') on their common archs: "
@@ -123,12 +131,13 @@ def run_cbm(args: argparse.Namespace) -> int:
     _check_compare(args)
     if args.variant and not (args.algo == "evolution" or args.report):
         raise UserError("--variant applies to --algo evolution and --report")
+    _check_prior_noise(args)
     if args.plot and not (args.scores or args.supernet):
         raise UserError("--plot draws scores: give it with --scores or --supernet")
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UserError(f"--plot {args.plot}: name a .png, .pdf or .svg file")
     _refuse_overwrites(args)
-    wants_space = args.verify_costs or args.algo or args.scores or args.supernet
+    wants_space = args.verify_costs or args.algo or args.scores or args.supernet or args.prior
     if wants_space and not args.space:
         raise UserError("--space is required (mobilenet or resnet)")
     if not (wants_space or args.report) and not args.space:
@@ -140,7 +149,9 @@ def run_cbm(args: argparse.Namespace) -> int:
     if bench is not None:
         result["space"] = bench.name
 
-    if bench is not None and not (args.verify_costs or args.algo or args.scores or args.supernet or args.report):
+    prior = _records_prior(args, bench, result, text) if args.prior else None
+    if bench is not None and not (args.verify_costs or args.algo or args.scores or args.supernet or args.report
+                                  or args.prior):
         key, acc = bench.optimum()
         result.update({"archs": len(bench.table.keys), "max_flops": bench.table.max_flops,
                        "best_key": key, "best_acc": acc})
@@ -160,13 +171,16 @@ def run_cbm(args: argparse.Namespace) -> int:
 
     if args.algo:
         extra = {"variant": args.variant} if args.variant else {}
-        r = bench.search(args.algo, args.budget, max_evals=args.max_evals, seed=args.seed, lower=args.lower, **extra)
+        r = bench.search(args.algo, args.budget, max_evals=args.max_evals, seed=args.seed, lower=args.lower,
+                         noise_std=args.noise_std, prior=prior, **extra)
         if args.algo == "evolution":
             result["variant"] = r["variant"]
         for k in ("key", "mean_acc", "rank_feasible", "rank_global", "evaluations", "optimum_key", "optimum_acc",
                   "feasible", "algo", "budget_flops", "budget_fraction", "flops", "params", "config", "seed",
-                  "seconds"):
+                  "seconds", "rank_best_scored", "evals_to_top5", "noise_std"):
             result[k] = r[k]
+        if r["prior"] is not None:
+            result["prior"].update(r["prior"])
         name = f"evolution ({r['variant']})" if args.algo == "evolution" else args.algo
         text.append(
             f"{name} on {bench.name}, budget {r['budget_fraction']:.1%} of max = {r['budget_flops'] / 1e6:.2f} "
@@ -175,6 +189,11 @@ def run_cbm(args: argparse.Namespace) -> int:
             f"{r['flops'] / 1e6:.2f} MFLOPs  {r['evaluations']} evaluations"
         )
         text.append(f"feasible optimum: {r['optimum_key']}  acc {r['optimum_acc']:.3f}")
+        if args.noise_std:
+            text.append(f"noisy evaluator (std {args.noise_std:g}): the best arch it scored ranks "
+                        f"{r['rank_best_scored']} by the table; its pick ranks {r['rank_feasible']}")
+        if r["prior"] is not None:
+            text.append(f"first population: {r['prior']['initial_population']} archs drawn from the prior")
 
     scores = _score_source(args, bench)
     if scores is not None:
@@ -241,6 +260,41 @@ def _refuse_overwrites(args: argparse.Namespace) -> None:
             raise UserError(f"--plot {plot} is a folder; name a file")
         refuse_overwrite(plot, args.force)
         check_folder(plot, "--plot")  # only a folder above it can be a file now
+
+
+def _check_prior_noise(args: argparse.Namespace) -> None:
+    """``--prior``, ``--records-out`` and ``--noise-std`` only where they act."""
+    import math
+
+    if args.prior and not (args.algo == "evolution" or args.records_out):
+        raise UserError("--prior seeds --algo evolution (or, with --records-out, exports the records)")
+    if args.records_out and not args.prior:
+        raise UserError("--records-out writes the loss records of --prior: give --prior CKPT")
+    if args.records_out and Path(args.records_out).exists():
+        raise UserError(f"--records-out {args.records_out} exists; remove it or choose another name")
+    if not math.isfinite(args.noise_std) or args.noise_std < 0:
+        raise UserError(f"--noise-std must be a finite number >= 0, got {args.noise_std}")
+    if args.noise_std and not args.algo:
+        raise UserError("--noise-std applies to --algo (the evaluator of a search)")
+
+
+def _records_prior(args: argparse.Namespace, bench: Any, result: Dict[str, Any], text: list) -> Any:
+    """Load ``--prior``'s loss records for this space (and write them to ``--records-out``)."""
+    from widthsearch.bench.cbm import RecordsPrior, load_records, records_agreement, save_records
+
+    loaded = load_records(args.prior)
+    prior = RecordsPrior(bench, loaded)  # checks that the records belong to this space
+    agree = records_agreement(bench, loaded)
+    result["prior"] = {"file": args.prior, "model": loaded.model, **agree}
+    losses = [loss for loss, _ in loaded.records]
+    text.append(f"prior: {len(losses)} loss records ({agree['distinct']} distinct archs) from {args.prior}, losses "
+                f"{min(losses):.4f} .. {max(losses):.4f}; Kendall tau of -loss with the table's accuracy "
+                f"{_fmt(agree['kendall_accuracy'])}, with FLOPs {_fmt(agree['kendall_flops'])}")
+    if args.records_out:
+        keys = [bench.config_to_key(c) for _, c in loaded.records]
+        result["records_out"] = str(save_records(args.records_out, loaded, keys))
+        text.append(f"wrote {result['records_out']}")
+    return prior
 
 
 def _check_compare(args: argparse.Namespace) -> None:

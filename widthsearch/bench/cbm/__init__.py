@@ -20,13 +20,30 @@ its scores with ``mean``.
 Modules: :mod:`~widthsearch.bench.cbm.table` (keys, :class:`CBMTable`, loading, the zoo net's
 channel space), :mod:`~widthsearch.bench.cbm.oracle` (:class:`CBMBench`, :func:`run_benchmark`),
 :mod:`~widthsearch.bench.cbm.stats`, :mod:`~widthsearch.bench.cbm.scores`,
+:mod:`~widthsearch.bench.cbm.prior` (loss records, BCNetV2's prior seeding evolution),
 :mod:`~widthsearch.bench.cbm.plots` and :mod:`~widthsearch.bench.cbm.report`. Everything public is
 importable from ``widthsearch.bench.cbm`` itself.
 """
 from __future__ import annotations
 
-from widthsearch.bench.cbm.oracle import CBM_LOWER, EVOLUTION_CBM, REPORT_ALGOS, CBMBench, run_benchmark
+from widthsearch.bench.cbm.oracle import (
+    CBM_LOWER,
+    EVOLUTION_CBM,
+    NOISE_STREAM,
+    REPORT_ALGOS,
+    TOP_RANK,
+    CBMBench,
+    run_benchmark,
+)
 from widthsearch.bench.cbm.plots import plot_scores, plot_space
+from widthsearch.bench.cbm.prior import (
+    LossRecordsFile,
+    RecordsPrior,
+    TableSpace,
+    load_records,
+    records_agreement,
+    save_records,
+)
 from widthsearch.bench.cbm.report import report_files, write_report
 from widthsearch.bench.cbm.scores import load_scores
 from widthsearch.bench.cbm.stats import (
@@ -59,12 +76,17 @@ __all__ = [
     "DIGITS",
     "EVOLUTION_CBM",
     "KEY_LENGTH",
+    "LossRecordsFile",
     "MODEL_NAMES",
+    "NOISE_STREAM",
     "N_ARCHS",
     "REPORT_ALGOS",
+    "RecordsPrior",
     "SOURCE_URL",
     "SPACES",
     "TABLE_FILES",
+    "TOP_RANK",
+    "TableSpace",
     "CBMBench",
     "CBMTable",
     "cbm_channel_space",
@@ -73,12 +95,15 @@ __all__ = [
     "expected_best_of_n",
     "is_key",
     "load_scores",
+    "load_records",
     "load_table",
     "paired_bootstrap_kendall",
     "plot_scores",
     "plot_space",
     "rank_desc",
+    "records_agreement",
     "run_benchmark",
+    "save_records",
     "table_path",
     "topk_overlap",
     "write_report",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,7 +34,10 @@ from widthsearch.errors import UserError
 from widthsearch.search.constraints import Constraint, parse_budget
 from widthsearch.search.genome import Config, CountingEvaluator, Genome
 
-__all__ = ["CBM_LOWER", "EVOLUTION_CBM", "REPORT_ALGOS", "CBMBench", "run_benchmark"]
+if TYPE_CHECKING:
+    from widthsearch.bench.cbm.prior import RecordsPrior
+
+__all__ = ["CBM_LOWER", "EVOLUTION_CBM", "NOISE_STREAM", "REPORT_ALGOS", "TOP_RANK", "CBMBench", "run_benchmark"]
 
 
 # Constraint window used by evolution and random search on CBM: FLOPs in [0.8*T, T], the
@@ -47,6 +50,11 @@ CBM_LOWER = 0.8
 # shrink once its parents' neighbourhood is used up, before its budget is spent; BCNetV2's
 # loop spends 300 evaluations in 6 of its 20 generations, so it is unaffected.
 EVOLUTION_CBM: Dict[str, Any] = {"iterations": None}
+# A noisy oracle's noise stream, kept apart from the search's own RNG seeded by the same seed.
+NOISE_STREAM = 0x6E6F697365
+# The goal rank of the oracle benchmarks (worst case <= 5): searches report when they first
+# scored an arch this good.
+TOP_RANK = 5
 
 
 def _nan_none(x: float) -> Optional[float]:
@@ -198,17 +206,28 @@ class CBMBench:
         max_evals: int = 300,
         seed: int = 0,
         lower: Optional[float] = None,
+        noise_std: float = 0.0,
+        prior: Optional["RecordsPrior"] = None,
         **kwargs: Any,
     ) -> Dict[str, Any]:
         """Run one search algorithm with the table's ``mean`` as evaluator and report how good
-        its pick is (rank among feasible archs, global rank, evaluations used)."""
+        its pick is (rank among feasible archs, global rank, evaluations used).
+
+        ``noise_std`` > 0: the evaluator is the table's mean plus Gaussian noise of that std (in
+        accuracy %), fixed per architecture and seeded by ``seed`` (:meth:`noisy_oracle`), like a
+        supernet whose score of each arch is off by its own error; the pick is still ranked by the
+        table's mean. ``prior`` (evolution only): BCNetV2's prior fitted to a supernet's loss
+        records seeds the first population and the mutations (:class:`RecordsPrior`)."""
         from widthsearch.search.evolution import evolution_search
         from widthsearch.search.greedy import greedy_slim
         from widthsearch.search.random_search import random_search
 
+        if prior is not None and algo != "evolution":
+            raise UserError("a loss-records prior seeds evolution only: use it with algo evolution")
         b = self.budget_flops(budget)
         n_feasible = self.check_budget(b)
-        evaluator = CountingEvaluator(self.oracle())
+        evaluator = CountingEvaluator(self.noisy_oracle(noise_std, seed) if noise_std else self.oracle())
+        seeded: Dict[str, Any] = {}
         t0 = time.perf_counter()
         if algo == "greedy":
             res = greedy_slim(self.genome, evaluator, {"flops": self.flops}, [("flops", b)], **kwargs)
@@ -219,6 +238,11 @@ class CBMBench:
             if algo == "evolution":
                 opts = dict(EVOLUTION_CBM)
                 opts.update(kwargs)
+                if prior is not None:
+                    # the first population comes from BCNetV2's window [0.8 T, T] even when the
+                    # search's window is wider (as ``search --prior records`` does)
+                    seeded = prior.seeding(b, seed, int(opts.get("population", 50)), max(lo, CBM_LOWER))
+                    opts.update(seeded)
                 res = evolution_search(self.genome, evaluator, constraint, max_evals=max_evals, seed=seed, **opts)
             else:
                 res = random_search(self.genome, evaluator, constraint, max_evals=max_evals, seed=seed, **kwargs)
@@ -248,7 +272,39 @@ class CBMBench:
             "variant": res.extra.get("variant") if algo == "evolution" else None,
             "origins": res.extra.get("origins") if algo == "evolution" else None,
             "seconds": seconds,
+            **self._trajectory(evaluator.history, b),
+            "noise_std": float(noise_std),
+            "prior": None if prior is None else prior.describe(seeded),
         }
+
+    def noisy_oracle(self, std: float, seed: int) -> Callable[[Mapping[str, int]], float]:
+        """Evaluator config -> table ``mean`` + N(0, std²), the noise drawn once per architecture
+        from ``seed`` (so a config scores the same however often and in whatever order it is
+        asked; a different seed is a different noisy scorer)."""
+        std = float(std)
+        if not math.isfinite(std) or std < 0:
+            raise UserError(f"the noise std must be a finite number >= 0, got {std}")
+        noise = np.random.default_rng([NOISE_STREAM, int(seed) % 2**63]).normal(0.0, std, len(self.table.keys))
+        scores = self.table.mean + noise
+
+        def evaluate(config: Mapping[str, int]) -> float:
+            return float(scores[self.table.index[self.config_to_key(config)]])
+
+        return evaluate
+
+    def _trajectory(self, history: Sequence[Tuple[Mapping[str, int], float]], budget_flops: float) -> Dict[str, Any]:
+        """What the evaluated archs were worth by the table: the true rank among feasible of the
+        best one scored (with a noisy evaluator the pick can be worse than it) and how many
+        evaluations it took to first score an arch of true rank <= 5 (None: never)."""
+        mask = self.feasible_mask(budget_flops)
+        top = np.sort(self.table.mean[mask])[::-1]
+        threshold = top[min(TOP_RANK, len(top)) - 1]  # rank <= 5 <=> mean >= the 5th best (ties share)
+        means = [float(self.table.mean[self.table.index[self.config_to_key(c)]]) for c, _ in history]
+        feasible = [self.flops(c) <= budget_flops for c, _ in history]
+        first = next((i + 1 for i, (m, ok) in enumerate(zip(means, feasible)) if ok and m >= threshold), None)
+        best = max((m for m, ok in zip(means, feasible) if ok), default=None)
+        return {"rank_best_scored": None if best is None else rank_desc(self.table.mean[mask], best),
+                f"evals_to_top{TOP_RANK}": first}
 
     # ---- scoring a proxy (supernet scores, FLOPs, ...) ------------------------------
     def flops_baseline(self, keys: Sequence[str]) -> Dict[str, Any]:
