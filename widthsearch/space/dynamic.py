@@ -52,6 +52,10 @@ class _SlicedWeight:
     """The active weight, bias and groups of a (transposed) conv whose ``weight_selections`` give
     the selections along weight dims 0 and 1; shared by both conv kinds, which lay weights out differently."""
 
+    in_sel: Selection = None
+    out_sel: Selection = None
+    depthwise: bool = False
+
     def active_weight(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         rows, cols = self.weight_selections()
         weight = take(take(self.weight, 0, rows), 1, cols)
@@ -66,10 +70,6 @@ class DynamicConv2d(_SlicedWeight, nn.Conv2d):
     ``in_sel``/``out_sel`` select among all input/output channels; a grouped conv keeps its groups
     and slices every group alike (its weight's columns are one group's input channels).
     """
-
-    in_sel: Selection = None
-    out_sel: Selection = None
-    depthwise: bool = False
 
     def weight_selections(self) -> tuple[Selection, Selection]:
         """Selections along weight dims 0 and 1."""
@@ -91,10 +91,6 @@ class DynamicConv2d(_SlicedWeight, nn.Conv2d):
 class DynamicConvTranspose2d(_SlicedWeight, nn.ConvTranspose2d):
     """ConvTranspose2d on selected channels. Its weight is laid out (in, out/groups, kH, kW):
     rows are input channels, columns one group's output channels."""
-
-    in_sel: Selection = None
-    out_sel: Selection = None
-    depthwise: bool = False
 
     def weight_selections(self) -> tuple[Selection, Selection]:
         """Selections along weight dims 0 and 1."""
