@@ -45,10 +45,32 @@ def parse_models(text: str) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
+def spread_config(space, rng: random.Random) -> dict:
+    """A config whose FLOPs lie anywhere between the smallest and the largest net.
+
+    Independently random widths average out: their FLOPs (and latencies) crowd around the middle,
+    so the spread of latencies is small against the measurement noise. Here one global fraction f,
+    uniform in [0, 1], sets every unit's choice index to f * (choices - 1), moved by a Gaussian of
+    one choice's width, which keeps the per-unit variety the table has to predict."""
+    f = rng.random()
+    config = {}
+    for unit in space.units:
+        top = len(unit.choices) - 1
+        index = min(top, max(0, round(f * top + rng.gauss(0.0, 1.0))))
+        config[unit.name] = unit.choices[index]
+    return config
+
+
+def draw_configs(space, args, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    if args.sampling == "spread":
+        return [spread_config(space, rng) for _ in range(args.configs)]
+    return [space.random_config(rng) for _ in range(args.configs)]
+
+
 def compare(net, table: LatencyTable, args, shape) -> dict:
-    """Predicted vs measured latency of ``args.configs`` seeded random configs."""
-    rng = random.Random(args.seed + 1)  # not the table's random references (seed 0)
-    configs = [net.space.random_config(rng) for _ in range(args.configs)]
+    """Predicted vs measured latency of ``args.configs`` seeded configs (``--sampling``)."""
+    configs = draw_configs(net.space, args, args.seed + 1)  # not the table's random references (seed 0)
     start = time.perf_counter()
     for _ in range(args.prediction_repeats):
         predicted = [table.predict(c) for c in configs]
@@ -75,7 +97,7 @@ def compare(net, table: LatencyTable, args, shape) -> dict:
                   "retest_mae_percent_prediction": float((np.abs(p - again) / again * 100.0).mean()),
                   "retest_ms": again.tolist()}
     return {**retest,
-        "configs": len(configs), "pearson_r": float(np.corrcoef(p, m)[0, 1]),
+        "configs": len(configs), "sampling": args.sampling, "pearson_r": float(np.corrcoef(p, m)[0, 1]),
         "mae_percent": float(errors.mean()), "max_error_percent": float(errors.max()),
         "bias_percent": float(((p - m) / m * 100.0).mean()),
         "measured_ms_range": [float(m.min()), float(m.max())],
@@ -162,6 +184,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mobilenet_v2:3x224x224,resnet50:3x224x224")
     parser.add_argument("--configs", type=int, default=100)
+    parser.add_argument("--sampling", default="uniform", choices=["uniform", "spread"],
+                        help="uniform: every unit's width drawn independently; spread: one global width "
+                             "fraction per config (FLOPs over the whole range), each unit moved around it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime"])
     parser.add_argument("--threads", type=int, default=1)

@@ -2,20 +2,40 @@
 
 Off a terminal (``nohup``, CI, a pipe) a bar writes carriage returns into the log and says
 nothing readable until the end; there we print one line every ``interval`` seconds instead, with
-the elapsed and the estimated remaining time.
+the elapsed and the estimated remaining time. ``$WIDTHSEARCH_PROGRESS_SECONDS`` overrides the
+interval of every such log (a driver that watches short runs wants lines every few seconds).
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
+
+from widthsearch.errors import UserError
+
+INTERVAL_ENV = "WIDTHSEARCH_PROGRESS_SECONDS"
+
+
+def log_interval(default: float) -> float:
+    """Seconds between progress lines off a terminal: ``$WIDTHSEARCH_PROGRESS_SECONDS`` or ``default``."""
+    raw = os.environ.get(INTERVAL_ENV, "").strip()
+    if not raw:
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"{INTERVAL_ENV} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise UserError(f"{INTERVAL_ENV} must be > 0 seconds, got {raw!r}")
+    return value
 
 
 class Progress:
     """``update``/``set`` a count out of ``total``; keyword arguments are shown as ``key=value``."""
 
     def __init__(self, total: int, desc: str, unit: str = "step", initial: int = 0, interval: float = 60.0) -> None:
-        self.total, self.desc, self.unit, self.interval = int(total), desc, unit, float(interval)
+        self.total, self.desc, self.unit, self.interval = int(total), desc, unit, log_interval(interval)
         self.done = self.start_count = int(initial)
         self.start = self.last_line = time.perf_counter()
         self.bar = None
