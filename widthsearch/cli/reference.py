@@ -15,6 +15,18 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
+ENVIRONMENT = [
+    "## Environment variables",
+    "",
+    "| variable | effect |",
+    "|---|---|",
+    "| `WIDTHSEARCH_CACHE` | where decoded image sets are cached (default `~/.cache/widthsearch`) |",
+    "| `WIDTHSEARCH_PROGRESS_SECONDS` | seconds between progress lines when stderr is not a terminal "
+    "(default 60 for training; a driver watching short runs may set 5) |",
+    "| `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE` | set by `torchrun`; see docs/scale-out.md |",
+]
+
+
 def cli_reference() -> str:
     os.environ["COLUMNS"] = "100"  # argparse wraps help to the terminal width: fix it
     from widthsearch.cli.main import build_parser
@@ -35,6 +47,7 @@ def cli_reference() -> str:
         parts += ["", f"## widthsearch {name}", "", "```", sub.format_help().rstrip(), "```"]
         for inner_name, inner in _subparsers(sub).items():
             parts += ["", f"### widthsearch {name} {inner_name}", "", "```", inner.format_help().rstrip(), "```"]
+    parts += [""] + ENVIRONMENT
     return "\n".join(parts) + "\n"
 
 
