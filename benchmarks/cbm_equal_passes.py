@@ -20,7 +20,7 @@ learning rate scaled alike, the linear scaling rule), which keeps the passes equ
 that, ``--preflight`` trains and scores tiny supernets on fake data on the same device, so that a
 failure costs seconds, not the lease.
 
-Example (the 2026-11-26 run; see docs/benchmarks.md)::
+Example (the 2026-11-25 run on an H100; see docs/benchmarks.md)::
 
     python benchmarks/cbm_equal_passes.py --data cifar10:../shared/data/cifar10_jpg.tar.gz \\
         --tables ../shared/channel_bench_macro --device cuda --out runs/cbm_equal --deadline-s 480 --preflight
@@ -316,15 +316,12 @@ def preflight(a: argparse.Namespace, arms: list[Arm]) -> None:
     root = a.out / "preflight"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
-    fake = argparse.Namespace(**{**vars(a), "data": "fake:256:3x32x32:10", "epochs": 1, "batch_size": 32,
-                                 "calib_images": 32, "deadline_s": None})
     procs = []
     for arm in arms:
-        arm_fake = ARMS[arm.name]()
         cmd = widthsearch_cmd(
-            "supernet", "--model", "cbm_mobilenet", "--groups", "4", "--data", fake.data, "--epochs",
-            str(arm_epochs(arm_fake, 1) // 2 or 1), "--batch-size", "32", "--calib-images", "32",
-            "--device", a.device, "--threads", str(a.threads), *arm_fake.strategy_args, "--out", str(root / arm.name))
+            "supernet", "--model", "cbm_mobilenet", "--groups", "4", "--data", "fake:256:3x32x32:10", "--epochs", "1",
+            "--batch-size", "32", "--calib-images", "32", "--device", a.device, "--threads", str(a.threads),
+            *arm.strategy_args, "--out", str(root / arm.name))
         procs.append((arm, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(root / f"{arm.name}.log", "w"),
                                             env=child_env(), cwd=ROOT)))
     for arm, proc in procs:
