@@ -79,7 +79,8 @@ TORCHRUN_COMMANDS = ("supernet", "train")
 _TORCHRUN_INSTEAD = {
     "run": "run its steps one by one (`supernet` and `train` under torchrun, `search` in one process)",
     "adjust": "run it in one process (one GPU); Network Adjustment's rounds are not data-parallel",
-    "spnet": "run it in one process, or its joint fine-tune alone as `train --channels A.yaml B.yaml ...` under torchrun",
+    "spnet": "run it in one process, or its joint fine-tune alone under torchrun as "
+             "`train --channels OUT/configs/*.yaml --init-from OUT/sorted.pt`",
 }
 
 
