@@ -31,8 +31,9 @@ from widthsearch.space.subnet import Subnet, as_subnet
 from widthsearch.training.bn_sparsity import init_bn_weights
 from widthsearch.training.checkpoint import JOINT_FORMAT, load_checkpoint, load_state_checked, read_torch_file
 from widthsearch.training.distributed import DistContext
-from widthsearch.training.evaluate import (DEFAULT_CALIB_IMAGES, calibration_batches, evaluate_metrics, preserve_bn_state,
-                                            share_batches)
+from widthsearch.training.evaluate import (
+    DEFAULT_CALIB_IMAGES, calibration_batches, evaluate_metrics, preserve_bn_state, share_batches,
+)
 from widthsearch.training.loop import EpochLoop
 from widthsearch.training.precision import apply_memory_format
 from widthsearch.training.retrain import config_file_spec
