@@ -175,7 +175,10 @@ def test_joint_training_on_two_processes_writes_on_rank0_and_resumes_on_one(tmp_
     assert ckpt["epoch"] == 2 and ckpt["world_size"] == 1
 
 
-@pytest.mark.parametrize("argv", [["adjust", "--model", "resnet20"], ["run", "--method", "autoslim"], ["spnet"],
+# data and checkpoint that are not there: without the refusal each would fail at once with another line
+@pytest.mark.parametrize("argv", [["adjust", "--model", "resnet20", "--data", "cifar10:/nonexistent"],
+                                  ["run", "--method", "autoslim", "--data", "cifar10:/nonexistent"],
+                                  ["spnet", "--data", "cifar10:/nonexistent"],
                                   ["search", "--checkpoint", "x.pt", "--target", "flops=0.5"]])
 def test_one_process_commands_refuse_torchrun(argv, tmp_path, monkeypatch, capsys):
     from widthsearch.cli.main import main
