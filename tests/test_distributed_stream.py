@@ -1,5 +1,6 @@
 """Two processes under ``torchrun`` (gloo, CPU): the streamed loader's shards and BN calibration
-reduced over ranks equal one process's; ``supernet --stream`` as the command, resumed on one process."""
+reduced over ranks equal one process's; ``supernet --stream`` as the command, its per-epoch
+evaluation shared over the ranks equal to one process's, resumed on one process."""
 
 from __future__ import annotations
 
@@ -108,6 +109,20 @@ def test_two_process_loader_shards_and_calibration_equal_one_process(folder, tmp
     assert any(not torch.allclose(half[k], one[k], rtol=1e-5, atol=1e-6) for k in half)
 
 
+def one_process_epoch_eval(kind, checkpoint: Path):
+    """``(log entries, job)``: the per-epoch evaluation of a run's checkpoint redone in this one
+    process (the same ``build`` and ``evaluate_epoch`` the run used, on the checkpointed weights)."""
+    from widthsearch.data import load_run_data
+    from widthsearch.training.checkpoint import load_checkpoint, load_state_checked
+    from widthsearch.training.distributed import DistContext
+
+    ckpt = load_checkpoint(checkpoint)
+    args = dict(ckpt["args"])
+    job = kind.build(args, load_run_data(args), DistContext(), ckpt)
+    load_state_checked(job.model, ckpt["model"], str(checkpoint))
+    return job.evaluate_epoch(), job
+
+
 def _command() -> list[str]:
     """The installed ``widthsearch`` script when there is one (CI), else the same entry point."""
     found = shutil.which("widthsearch") or str(Path(sys.executable).with_name("widthsearch"))
@@ -131,6 +146,14 @@ def test_supernet_command_on_two_processes_resumes_on_one(folder, tmp_path):
 
     ckpt = load_checkpoint(out / "supernet.pt")
     assert ckpt["epoch"] == 1 and ckpt["world_size"] == 2 and (out / "heldout.txt").is_file()
+    # the logged held-out scores, each rank calibrating and scoring its share, are one process's
+    from widthsearch.training.slimmable import SUPERNET_TRAINING
+
+    row = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    alone, _ = one_process_epoch_eval(SUPERNET_TRAINING, out / "supernet.pt")
+    for name in ("max", "min"):
+        assert row[f"{name}_acc"] == alone[f"{name}_acc"]
+        assert abs(row[f"{name}_loss"] - alone[f"{name}_loss"]) <= 1e-6
     # the second epoch on one process: the global batch stays 8, the run goes on
     from widthsearch.cli.main import main
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from typing import Any, Sequence
 
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     drop_recipe_lists(args, appended)
     try:
+        refuse_under_torchrun(args.command)  # before --out is locked or anything is read
         with guarded_out(args):  # --out checked and locked before any work
             result = args.func(args)
     except UserError as exc:
@@ -68,6 +70,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+#: the commands that run as one data-parallel job under torchrun (every process trains its shard)
+TORCHRUN_COMMANDS = ("supernet", "train")
+
+#: what to do instead, for the commands people are most likely to launch under torchrun
+_TORCHRUN_INSTEAD = {
+    "run": "run its steps one by one (`supernet` and `train` under torchrun, `search` in one process)",
+    "adjust": "run it in one process (one GPU); Network Adjustment's rounds are not data-parallel",
+    "spnet": "run it in one process, or its joint fine-tune alone under torchrun as "
+             "`train --channels OUT/configs/*.yaml --init-from OUT/sorted.pt`",
+}
+
+
+def refuse_under_torchrun(command: str) -> None:
+    """A one-line ``UserError`` when a command that runs in one process is started by torchrun
+    (``WORLD_SIZE`` > 1): every process would do all the work and write the same files."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if command in TORCHRUN_COMMANDS or not world.isdigit() or int(world) <= 1:
+        return
+    instead = _TORCHRUN_INSTEAD.get(command, "run it without torchrun")
+    raise UserError(f"`widthsearch {command}` does not run under torchrun ({world} processes): {instead}; "
+                    f"only {' and '.join(TORCHRUN_COMMANDS)} do")
 
 
 def _recipe_defaults(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, list]:

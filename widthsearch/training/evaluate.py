@@ -18,21 +18,34 @@ Both leave the supernet's BN buffers as they found them.
 A configuration's score is its top-1 accuracy (``metric="accuracy"``) or its negative mean
 cross-entropy (``metric="loss"``): the loss moves with every image's confidence, not only with
 argmax flips, so on a small evaluation set it ranks configurations with less noise.
+
+Under ``torchrun`` (a :class:`~widthsearch.training.distributed.DistContext` passed as ``ctx``)
+every process scores its contiguous share of the images and the counts (correct predictions,
+summed cross-entropy, images) are summed over the processes; BN calibration sums its per-channel
+statistics over the processes' shares of the calibration batches. Every process then returns the
+numbers one process computes on all the images: the same count of correct predictions, the loss
+up to the order of a float64 sum.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from widthsearch.errors import UserError
 
+if TYPE_CHECKING:  # only the type: evaluation works without torch.distributed
+    from widthsearch.training.distributed import DistContext
+
 __all__ = [
     "evaluate",
+    "evaluate_metrics",
+    "shard_bounds",
+    "share_batches",
     "correct_predictions",
     "make_supernet_evaluator",
     "evaluator_for_data",
@@ -87,20 +100,50 @@ def _chunks(n: int, batch_size: int | None) -> Iterator[tuple[int, int]]:
         yield a, b
 
 
+def shard_bounds(n: int, ctx: "DistContext | None") -> tuple[int, int]:
+    """``(start, stop)``: this process's contiguous share of ``range(n)`` (all of it without ``ctx``);
+    the shares of the processes cover ``range(n)`` once, their sizes differ by at most one."""
+    if ctx is None or not ctx.enabled:
+        return 0, n
+    return n * ctx.rank // ctx.world_size, n * (ctx.rank + 1) // ctx.world_size
+
+
 @torch.no_grad()
-def _tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None) -> tuple[int, float]:
-    """(correct predictions, summed cross-entropy) of ``model`` over ``(x, y)``."""
+def _tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None,
+           start: int = 0, stop: int | None = None) -> tuple[int, float]:
+    """(correct predictions, summed cross-entropy) of ``model`` over images ``start:stop`` of ``(x, y)``.
+
+    Only those images are indexed (a streamed set decodes a chunk at a time). Per-image losses are
+    summed in float64, so the sum hardly depends on how the images are cut into chunks or shares.
+    """
     device, fmt = _device(model), _memory_format(model)
+    stop = len(y) if stop is None else stop
     correct, loss_sum = 0, 0.0
-    for a, b in _chunks(len(y), batch_size):
-        xb = x[a:b].to(device, non_blocking=True)
+    for a, b in _chunks(stop - start, batch_size):
+        xb = x[start + a:start + b].to(device, non_blocking=True)
         if xb.dim() == 4:
             xb = xb.contiguous(memory_format=fmt)
         logits = model(xb).float()
-        yb = y[a:b].to(logits.device)
+        yb = y[start + a:start + b].to(logits.device)
         correct += int((logits.argmax(dim=1) == yb).sum())
-        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        losses = nn.functional.cross_entropy(logits, yb, reduction="none")
+        loss_sum += float(losses.double().sum())
     return correct, loss_sum
+
+
+def _shared_tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None,
+                  ctx: "DistContext | None") -> dict[str, float]:
+    """``{"accuracy", "loss", "images"}`` over all of ``(x, y)``: this process tallies its share, the
+    counts are summed over the processes (one small all-reduce), so every process gets the totals."""
+    start, stop = shard_bounds(len(y), ctx)
+    correct, loss_sum = _tally(model, x, y, batch_size, start, stop)
+    counts = [float(correct), loss_sum, float(stop - start)]
+    if ctx is not None and ctx.enabled:
+        counts = ctx.sum_floats(counts)
+    images = int(round(counts[2]))
+    if images == 0:
+        raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
+    return {"accuracy": int(round(counts[0])) / images, "loss": counts[1] / images, "images": images}
 
 
 @torch.no_grad()
@@ -109,13 +152,23 @@ def evaluate(model_or_net, x: Tensor, y: Tensor, batch_size: int | None = 1000) 
 
     BN uses its running statistics. The model's train/eval mode is restored afterwards.
     """
+    return evaluate_metrics(model_or_net, x, y, batch_size=batch_size)["accuracy"]
+
+
+@torch.no_grad()
+def evaluate_metrics(model_or_net, x: Tensor, y: Tensor, *, batch_size: int | None = 1000,
+                     ctx: "DistContext | None" = None) -> dict[str, float]:
+    """``{"accuracy": 0..1, "loss": mean cross-entropy, "images": n}`` of a model in eval mode.
+
+    With ``ctx`` (every process of a ``torchrun`` job calls it with the same ``x, y``) each process
+    scores its share of the images and all of them return the totals over all images. BN uses its
+    running statistics (equal on every process); the train/eval mode is restored afterwards.
+    """
     model = _module(model_or_net)
-    if len(y) == 0:
-        raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
     was_training = model.training
     model.eval()
     try:
-        return _tally(model, x, y, batch_size)[0] / len(y)
+        return _shared_tally(model, x, y, batch_size, ctx)
     finally:
         model.train(was_training)
 
@@ -194,33 +247,49 @@ def supernet_metrics(
     calib: Iterable[Tensor] | None = None,
     batch_size: int | None = None,
     align: str | None = "left",
+    ctx: "DistContext | None" = None,
 ) -> dict[str, float]:
     """``{"accuracy": 0..1, "loss": mean cross-entropy}`` of ``net`` at ``config``, in one pass.
 
     See the module docstring for ``bn``. ``align``: ``"left"``/``"right"`` runs every unit on that
     side; ``"both"`` is BCNet's bilateral score, the mean of the left and the right sub-network's
     metrics, each side with its own BN statistics; ``None`` keeps a :class:`Subnet`'s own
-    selectors. Side-effect free.
+    selectors. ``ctx``: every process of a ``torchrun`` job calls it alike and gets the numbers of
+    all the images (with ``bn="calibrate"`` calibration and scoring are shared out, see the module
+    docstring; ``bn="batch"`` scores every image on every process). Side-effect free.
     """
     _check_bn_mode(bn)
     if len(y) == 0:
         raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
     if align == "both":
-        sides = [supernet_metrics(net, config, x, y, bn=bn, calib=calib, batch_size=batch_size, align=side)
+        sides = [supernet_metrics(net, config, x, y, bn=bn, calib=calib, batch_size=batch_size, align=side, ctx=ctx)
                  for side in ("left", "right")]
         return {key: (sides[0][key] + sides[1][key]) / 2 for key in sides[0]}
     check_align(align)
     model = net.model
     with preserve_bn_state(model), net.using(config, align=align):
         if bn == "calibrate":
-            net.calibrate_bn(calib if calib is not None else calibration_batches(x), config)
+            batches, reduce = share_batches(list(calib) if calib is not None else calibration_batches(x), ctx)
+            net.calibrate_bn(batches, config, reduce=reduce)
             model.eval()
-            correct, loss_sum = _tally(model, x, y, batch_size or 1000)
+            found = _shared_tally(model, x, y, batch_size or 1000, ctx)
         else:
             model.eval()
             with net.batch_stats():
-                correct, loss_sum = _tally(model, x, y, batch_size or 5000)
-    return {"accuracy": correct / len(y), "loss": loss_sum / len(y)}
+                # not shared out: each batch normalises with its own statistics, so cutting the
+                # images into other batches would change the numbers
+                found = _shared_tally(model, x, y, batch_size or 5000, None)
+    return {"accuracy": found["accuracy"], "loss": found["loss"]}
+
+
+def share_batches(batches: Sequence[Tensor], ctx: "DistContext | None"
+                  ) -> tuple[list[Tensor], Callable[[Tensor], Tensor] | None]:
+    """``(this process's batches, reduce)`` for :meth:`Supernet.calibrate_bn`: every ``world_size``-th
+    batch and the sum over processes, so the statistics are those of all batches; with fewer batches
+    than processes every process calibrates on all of them alone (``reduce`` None): the same numbers."""
+    if ctx is None or not ctx.enabled or len(batches) < ctx.world_size:
+        return list(batches), None
+    return list(batches[ctx.rank::ctx.world_size]), ctx.all_reduce_sum
 
 
 def supernet_accuracy(net, config: Mapping[str, int], x: Tensor, y: Tensor, **kwargs) -> float:

@@ -31,7 +31,9 @@ from widthsearch.space.subnet import Subnet, as_subnet
 from widthsearch.training.bn_sparsity import init_bn_weights
 from widthsearch.training.checkpoint import JOINT_FORMAT, load_checkpoint, load_state_checked, read_torch_file
 from widthsearch.training.distributed import DistContext
-from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, evaluate, preserve_bn_state
+from widthsearch.training.evaluate import (
+    DEFAULT_CALIB_IMAGES, calibration_batches, evaluate_metrics, preserve_bn_state, share_batches,
+)
 from widthsearch.training.loop import EpochLoop
 from widthsearch.training.precision import apply_memory_format
 from widthsearch.training.retrain import config_file_spec
@@ -208,26 +210,31 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
     x, y = heldout_sample(data, a["seed"])
 
     def evaluate_epoch() -> dict:
-        """Calibrate every sub-network's BN statistics (kept for the checkpoint) and score it."""
-        stats, accuracies = [], []
+        """Calibrate every sub-network's BN statistics (kept for the checkpoint) and score it; under
+        torchrun each process calibrates on its share of the batches and scores its share of the
+        images, the sums are reduced (every process keeps the statistics of all the batches)."""
+        stats, accuracies, losses = [], [], []
+        mine, reduce = share_batches(calib, ctx)
         for subnet in subnets:
             with preserve_bn_state(net.model):
-                net.calibrate_bn(calib, subnet)
+                net.calibrate_bn(mine, subnet, reduce=reduce)
                 stats.append(bn_statistics(net.model))
                 if len(y):
-                    accuracies.append(evaluate(net, x, y))
+                    found = evaluate_metrics(net, x, y, ctx=ctx)
+                    accuracies.append(found["accuracy"])
+                    losses.append(found["loss"])
         net.set_config(terms[0].subnet)
         norms.subnets = stats
-        return {"subnet_acc": accuracies} if accuracies else {}
+        return {"subnet_acc": accuracies, "subnet_loss": losses} if accuracies else {}
 
     def summarize(loop: EpochLoop, last: dict) -> dict:
         rows = []
         for i, (doc, subnet) in enumerate(zip(a["subnets"], subnets)):
             cost = space.cost(subnet)
             accuracy = None
-            if ctx.is_main and norms.subnets:
+            if norms.subnets:  # on every process: each scores its share of the test images
                 static = member_static(net, JointMember(doc["source"], subnet, norms.subnets[i]))
-                accuracy = evaluate(static, data.test.x, data.test.y)
+                accuracy = evaluate_metrics(static, data.test.x, data.test.y, ctx=ctx)["accuracy"]
             rows.append({"channels": doc["source"], "flops": cost.flops, "params": cost.params, "accuracy": accuracy,
                          "heldout_accuracy": (last.get("subnet_acc") or [None] * len(subnets))[i]})
         return {"subnets": rows, "kd_weight": kd_weight, "residual": spec.residual, "loss": last.get("loss"),

@@ -86,7 +86,10 @@ class EpochLoop:
 
     ``step_fn(x, y, rng) -> {"losses": [...], "correct": int}`` does the forward/backward passes
     (gradients are zeroed before and averaged over ranks after it, then the optimizer steps);
-    ``eval_fn() -> dict`` runs on rank 0 after every epoch and its values join the log row.
+    ``eval_fn() -> dict`` runs on every rank after every epoch (after rank 0's BN buffers were
+    copied to all ranks) and its values join the log row: under ``torchrun`` it must share the work
+    out and reduce it, so that every rank returns the same numbers (see
+    :func:`~widthsearch.training.evaluate.evaluate_metrics`).
     ``states`` are further objects with ``state_dict()``/``load_state_dict()`` (a stateful training
     strategy, per-subnet BN statistics): saved under ``"states"`` in every checkpoint, restored by
     :meth:`load`. ``epoch_start(epoch)`` runs before each epoch's first step, after the epoch's
@@ -244,19 +247,20 @@ class EpochLoop:
             row["lr"] = float(self.scheduler.get_last_lr()[0])
             row["train_seconds"] = train_seconds
             row["img_per_s"] = seen_all / max(1e-9, totals[-1] / ctx.world_size)
+            if ctx.enabled:
+                # BN running statistics drift apart across ranks (each sees other data and widths);
+                # keep rank 0's so that every rank holds the checkpointed state, and evaluates it
+                for buf in self.model.buffers():
+                    torch.distributed.broadcast(buf.data, src=0)
             t1 = time.perf_counter()
-            if self.eval_fn is not None and ctx.is_main:
+            if self.eval_fn is not None:
+                # on every rank: each scores its share of the images and the counts are reduced
                 row.update(self.eval_fn())
             row["seconds"] = time.perf_counter() - t0
             row["eval_seconds"] = time.perf_counter() - t1
             self.epoch = epoch + 1
             done_here += 1
             self.history.append(row)
-            if ctx.enabled:
-                # BN running statistics drift apart across ranks (each sees other data and widths);
-                # keep rank 0's so that every rank holds the checkpointed state
-                for buf in self.model.buffers():
-                    torch.distributed.broadcast(buf.data, src=0)
             if ctx.is_main:
                 for name, text in self.side_files.items():
                     if not (self.ckpt_path.parent / name).exists():

@@ -35,7 +35,7 @@ from widthsearch.training.bn_sparsity import init_bn_weights
 from widthsearch.training.channel_dropout import TrainingChannelDropout, check_drop_rate
 from widthsearch.training.checkpoint import MODEL_FORMAT, load_checkpoint, load_state_checked
 from widthsearch.training.distributed import DistContext
-from widthsearch.training.evaluate import evaluate
+from widthsearch.training.evaluate import evaluate_metrics
 from widthsearch.training.loop import EpochLoop
 from widthsearch.training.skeleton import Job, TrainingKind, record_spec, run_training, spec_for_data
 from widthsearch.training.steps import plain_step
@@ -244,11 +244,12 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
     def evaluate_epoch() -> dict:
         if len(data.heldout) == 0:
             return {}
-        return {"heldout_acc": evaluate(model, data.heldout.x, data.heldout.y)}
+        found = evaluate_metrics(model, data.heldout.x, data.heldout.y, ctx=ctx)
+        return {"heldout_acc": found["accuracy"], "heldout_loss": found["loss"]}
 
     def summarize(loop: EpochLoop, last: dict) -> dict:
         return {
-            "accuracy": evaluate(model, data.test.x, data.test.y) if ctx.is_main else None,
+            "accuracy": evaluate_metrics(model, data.test.x, data.test.y, ctx=ctx)["accuracy"],
             "flops": flops,
             "params": params,
             "network": {k: v for k, v in a["net"].items() if k not in ("channels", "select")},

@@ -33,10 +33,11 @@ class Job:
     """What one kind of training puts into the skeleton.
 
     ``model`` is the module the optimizer trains (``net.model`` for a supernet); ``step(x, y, rng)``
-    does one step's forward/backward passes; ``evaluate_epoch()`` scores the model on rank 0 after
-    every epoch; ``states`` are saved in every checkpoint and restored on resume; ``summarize(loop,
-    last_row)`` gives the run's own entries of the result; ``ckpt_extra`` joins every checkpoint;
-    ``start_epoch(epoch)`` runs before every epoch (see :class:`EpochLoop`).
+    does one step's forward/backward passes; ``evaluate_epoch()`` scores the model after every
+    epoch on every process (each scores its share of the images, the counts are reduced);
+    ``states`` are saved in every checkpoint and restored on resume; ``summarize(loop, last_row)``
+    gives the run's own entries of the result (on every process too); ``ckpt_extra`` joins every
+    checkpoint; ``start_epoch(epoch)`` runs before every epoch (see :class:`EpochLoop`).
     """
 
     model: nn.Module

@@ -23,7 +23,7 @@ from widthsearch.space.spec import SpaceSpec, build_supernet
 from widthsearch.training.bn_sparsity import init_bn_weights
 from widthsearch.training.checkpoint import SUPERNET_FORMAT, load_checkpoint, load_state_checked
 from widthsearch.training.distributed import DistContext
-from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, supernet_accuracy
+from widthsearch.training.evaluate import DEFAULT_CALIB_IMAGES, calibration_batches, supernet_metrics
 from widthsearch.training.loop import EpochLoop
 from widthsearch.training.precision import apply_memory_format
 from widthsearch.training.sampling import get_strategy
@@ -102,12 +102,15 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, instance
     x, y = heldout_sample(data, a["seed"])
 
     def evaluate_epoch() -> dict:
+        """Held-out accuracy and loss of the max and min configs (every process calibrates and scores
+        its share, the counts are reduced: the numbers of one process on all the images)."""
         if len(data.heldout) == 0:
             return {}
-        return {
-            "max_acc": supernet_accuracy(net, max_cfg, x, y, bn="calibrate", calib=calib),
-            "min_acc": supernet_accuracy(net, min_cfg, x, y, bn="calibrate", calib=calib),
-        }
+        row = {}
+        for name, config in (("max", max_cfg), ("min", min_cfg)):
+            found = supernet_metrics(net, config, x, y, bn="calibrate", calib=calib, ctx=ctx)
+            row[f"{name}_acc"], row[f"{name}_loss"] = found["accuracy"], found["loss"]
+        return row
 
     def summarize(loop: EpochLoop, last: dict) -> dict:
         return {
