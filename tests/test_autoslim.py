@@ -11,12 +11,9 @@ from widthsearch.errors import UserError
 from widthsearch.methods.autoslim import greedy_search
 from widthsearch.methods.supernet_search import search_meta
 from widthsearch.training.slimmable import load_supernet
+from helpers.kills import Killed
 
 # supernet_dir: a tiny trained supernet, shared by the test files (conftest.py)
-
-class Killed(Exception):
-    pass
-
 
 def test_search_writes_configs_trajectory_and_plots(supernet_dir, tmp_path, capsys):
     out = tmp_path / "search"

@@ -97,6 +97,51 @@ def test_prior_prefers_low_loss_widths_and_meets_the_flops_target(cbm):
         bcnet.prior_population(cbm, prior, 1.0, 5, random.Random(1), max_tries=50)
 
 
+def _reference_prior(space, records, target, *, steps, lr, seed, flops_ratio=0.9, penalty=1000.0):
+    """The prior fit written plainly, one tensor per unit and autograd through ``expected_flops``
+    (how ``fit_prior`` was written before it was vectorised): the result to match."""
+    losses = {}
+    worst = max(loss for loss, _ in records)
+    for unit in space.units:
+        picked = {c: [loss for loss, config in records if config.get(unit.name) == c] for c in unit.choices}
+        losses[unit.name] = torch.tensor([sum(v) / len(v) if v else worst for v in picked.values()],
+                                         dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    logits = {u.name: torch.randn(len(u.choices), generator=gen, dtype=torch.float64).requires_grad_(True)
+              for u in space.units}
+    optimizer = torch.optim.SGD(list(logits.values()), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        probs = {name: torch.softmax(z, 0) for name, z in logits.items()}
+        expected_loss = torch.stack([(probs[n] * losses[n]).sum() for n in probs]).mean()
+        flops_term = (1 - space.expected_flops(probs) / (flops_ratio * target)) ** 2
+        (expected_loss + penalty * flops_term).backward()
+        optimizer.step()
+    return {name: torch.softmax(z.detach(), 0).tolist() for name, z in logits.items()}
+
+
+@pytest.mark.parametrize("residual", ["tie", "pad"])  # tie: closed-form gradient; pad: autograd
+def test_prior_fit_matches_the_plain_per_unit_fit(residual):
+    from toy_models import ResidualConcatDepthwise
+    from widthsearch.space import ChannelSpace
+
+    torch.manual_seed(0)
+    # divisor 4: units of 16, 8, 12 and 24 channels get 4, 2, 3 and 6 choices (padded rows in the fit)
+    space = ChannelSpace.from_model(ResidualConcatDepthwise(), torch.randn(1, 3, 8, 8), divisor=4,
+                                    residual=residual)
+    assert len({len(u.choices) for u in space.units}) > 1
+    assert (space.expected_flops_quadratic() is None) == (residual == "pad")
+    rng = random.Random(3)
+    records = [(rng.random(), space.random_config(rng)) for _ in range(30)]
+    target = 0.5 * space.cost(space.max_config()).flops
+    want = _reference_prior(space, records, target, steps=300, lr=0.01, seed=5)
+    with torch.no_grad():  # a search may fit the prior while it evaluates without gradients
+        got = bcnet.fit_prior(space, records, target, steps=300, lr=0.01, seed=5)
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name] == pytest.approx(want[name], rel=1e-9, abs=0)
+
+
 def test_bcnet_strategy_plans_bilateral_pairs_then_the_complement(cbm):
     strategy = bcnet.BilateralStrategy()
     rng = random.Random(0)

@@ -45,6 +45,10 @@ def test_table_space_expected_flops_is_the_cores(bench):
         probs = {u.name: torch.softmax(torch.randn(4, generator=gen, dtype=torch.float64), 0)
                  for u in bench.space.units}
         assert float(space.expected_flops(probs)) == pytest.approx(float(bench.space.expected_flops(probs)), rel=1e-12)
+        # the prior fit's quadratic form (the core's) gives the table's expectation too
+        flat = torch.cat([probs[u.name] for u in bench.space.units])
+        assert float(space.expected_flops_quadratic()(flat)) == pytest.approx(float(space.expected_flops(probs)),
+                                                                               rel=1e-12)
     one_hot = {u.name: torch.eye(4, dtype=torch.float64)[int(d) - 1] for u, d in zip(bench.space.units, "2344241")}
     assert float(space.expected_flops(one_hot)) == bench.flops(bench.key_to_config("2344241"))
 

@@ -132,3 +132,33 @@ def test_adjust_refuses_a_bad_train_drop_with_one_line(tmp_path, capsys):
     assert code == 2
     assert "--train-drop must be in [0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "na").exists()
+
+
+def test_adjust_train_drop_zero_trains_its_rounds_without_dropout_or_any_ramp(tmp_path, monkeypatch):
+    """``adjust --train-drop 0`` switches the training ramp off entirely: the epoch and depth ramps
+    only scale the rate, and at 0 no dropout is even attached to the round's network."""
+    import json
+
+    import widthsearch.training.retrain as retrain
+    from widthsearch.cli.main import main
+
+    built = []
+    real = retrain.TrainingChannelDropout
+
+    def recording(model, units, rate, *args, **kwargs):
+        built.append(rate)
+        return real(model, units, rate, *args, **kwargs)
+
+    monkeypatch.setattr(retrain, "TrainingChannelDropout", recording)
+    flags = ["adjust", "--rounds", "1", "--epochs", "2", "--batch-size", "256", "--threads", "1", "--passes", "2",
+             "--probe-images", "100", "--json"]
+    assert main([*flags, "--train-drop", "0", "--out", str(tmp_path / "off")]) == 0
+    train = tmp_path / "off" / "rounds" / "1" / "train"
+    log = [json.loads(line) for line in (train / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 2 and not any("train_drop" in row for row in log)  # no rate logged, not even 0
+    assert load_trained(train)[1]["train_drop"] == 0.0
+    assert built == []
+    # the recorder does see the dropout of a positive rate: the check above is not vacuous
+    train_network({**ARGS, "train_drop": 0.2, "epochs": 1}, tmp_path / "on", width_mult=1.0)
+    assert built == [0.2]
+    assert ramped_rates(0.0, 5, 8, 4) == [0.0] * 4

@@ -105,7 +105,14 @@ def test_broken_yaml_is_rejected(tmp_path, capsys):
     path = tmp_path / "broken.yaml"
     path.write_text("channels: {a: 1\n  b: [\n")
     code, _, err = run_cli(capsys, "profile", "--model", "tiny_cnn", "--channels", str(path))
-    assert code == 2 and "broken YAML" in err
+    assert code == 2 and "broken YAML (line 2)" in err and err.count("\n") == 1
+
+
+def test_config_that_is_not_utf8_is_rejected_in_one_line(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("model: tiny_cnn\nnote: café\n".encode("latin-1"))
+    code, _, err = run_cli(capsys, "profile", "--model", "tiny_cnn", "--channels", str(path))
+    assert code == 2 and "is not UTF-8 text (byte 0xe9 on line 2)" in err and err.count("\n") == 1
 
 
 def test_export_of_a_plain_state_dict_equals_the_supernet(tmp_path, capsys):

@@ -275,6 +275,45 @@ def test_expected_flops_matches_monte_carlo(name, residual):
     assert float(space.expected_flops(point)) == pytest.approx(space.cost({u.name: u.choices[1] for u in space.units}).flops)
 
 
+def _enumerated_expected_flops(space: ChannelSpace, probs: dict) -> float:
+    """E[FLOPs] by brute force: every config of the space, weighted by its probability."""
+    import itertools
+
+    total = 0.0
+    for picks in itertools.product(*(range(len(u.choices)) for u in space.units)):
+        weight = 1.0
+        for unit, i in zip(space.units, picks):
+            weight *= float(probs[unit.name][i])
+        total += weight * space.cost({u.name: u.choices[i] for u, i in zip(space.units, picks)}).flops
+    return total
+
+
+@pytest.mark.parametrize("build", [
+    lambda: ChannelSpace.from_model(ResidualConcatDepthwise(), torch.randn(1, 3, 8, 8), groups=3),
+    lambda: ChannelSpace.from_model(ResidualConcatDepthwise(), torch.randn(1, 3, 8, 8), groups=3, residual="pad"),
+    lambda: build_supernet(SpaceSpec("cbm_resnet", groups=2, residual="pad"))[0].space,
+    # a fixed unit inside zero-padded sums: the joins' maxima include a constant width
+    lambda: build_supernet(SpaceSpec("cbm_resnet", groups=2, residual="pad", fixed=("stem.0",)))[0].space,
+], ids=["toy-tie", "toy-pad", "cbm_resnet-pad", "cbm_resnet-pad-fixed-stem"])
+def test_expected_flops_is_exact_on_every_config(build):
+    space = build()
+    gen = torch.Generator().manual_seed(1)
+    probs = {u.name: torch.softmax(torch.randn(len(u.choices), generator=gen, dtype=torch.float64), 0)
+             for u in space.units}
+    exact = _enumerated_expected_flops(space, probs)
+    assert float(space.expected_flops(probs)) == pytest.approx(exact, rel=1e-12)
+    quadratic = space.expected_flops_quadratic()
+    assert (quadratic is None) == bool(space.analysis.joins)  # a maximum of widths is not quadratic
+    if quadratic is not None:
+        flat = torch.cat([probs[u.name] for u in space.units]).requires_grad_(True)
+        value = quadratic(flat)
+        assert value.item() == pytest.approx(exact, rel=1e-12)
+        (autograd,) = torch.autograd.grad(value, flat)
+        assert torch.allclose(quadratic.gradient(flat.detach()), autograd, rtol=1e-12, atol=0)
+    with pytest.raises(ConfigError, match="probabilities expected"):
+        space.expected_flops({**probs, space.units[0].name: torch.ones(len(space.units[0].choices) + 1)})
+
+
 def test_an_exported_pad_net_can_be_costed_and_rewrapped():
     x = torch.randn(1, 3, 32, 32)
     net = Supernet(build_model("resnet20"), x, groups=4, residual="pad")

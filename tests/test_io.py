@@ -1,4 +1,5 @@
-"""Atomic writers: content, file mode, and nothing half-written or left behind on failure."""
+"""Atomic writers: content, file mode, and nothing half-written or left behind on failure; the YAML
+reader: plain data, one-line errors."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from widthsearch.errors import ConfigError, UserError
+
 from widthsearch.io import (
     file_mode,
+    read_yaml,
     savez_atomic,
     torch_save_atomic,
     write_atomic,
@@ -53,3 +57,38 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         write_atomic(path, fail)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"a: 1\nb: [2, 3\n", "broken YAML (line 3)"),  # the flow list is still open at the end
+        (b"a: 1\nb:\n  - 2\n c: 4\n", "broken YAML (line 4)"),
+        (b"a: 1\nb: \x01\n", "broken YAML (line 2): special characters are not allowed"),
+        (b"a: 1\nb: caf\xe9\n", "is not UTF-8 text (byte 0xe9 on line 2)"),
+        (b"- 1\n- 2\n", "expected a mapping of things, found a list"),
+        (b"just words\n", "expected a mapping of things, found a string"),
+        (b"", "expected a mapping of things, found an empty document"),
+        (b"[" * 5000, "nested too deeply"),
+        (b"a: !!python/object/apply:os.getcwd []\n", "broken YAML (line 1)"),  # safe_load builds no objects
+    ],
+)
+def test_read_yaml_refuses_unusable_files_in_one_line(tmp_path, content, message):
+    path = tmp_path / "f.yaml"
+    path.write_bytes(content)
+    with pytest.raises(UserError) as caught:
+        read_yaml(path, "thing file", shape="a mapping of things")
+    text = str(caught.value)
+    assert message in text and text.startswith(f"thing file {path}") and "\n" not in text
+
+
+def test_read_yaml_missing_folder_and_error_class(tmp_path):
+    with pytest.raises(ConfigError, match=r"^channel config .*nope.yaml does not exist$"):
+        read_yaml(tmp_path / "nope.yaml", "channel config", error=ConfigError)
+    with pytest.raises(UserError, match="is not a file"):
+        read_yaml(tmp_path, "recipe")
+    path = tmp_path / "ok.yaml"
+    path.write_bytes("name: café\nlist: [1, 2]\n".encode("utf-8"))
+    assert read_yaml(path, "recipe") == {"name": "café", "list": [1, 2]}
+    path.write_text("- 1\n- 2\n")
+    assert read_yaml(path, "list file", expected=list, shape="a list") == [1, 2]

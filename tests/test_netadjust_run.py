@@ -17,18 +17,11 @@ from widthsearch.errors import UserError
 from widthsearch.methods import netadjust as na
 from widthsearch.runfolder import RunLock
 from widthsearch.space import SpaceSpec, build_supernet
+from helpers.kills import Killed, die_when_called, quiet as _quiet
 
 # digits with tiny_cnn; batches of 256 keep each epoch short
 SETTINGS = {"rounds": 1, "epochs": 1, "retrain_epochs": 1, "batch_size": 256, "seeds": (0, 1), "threads": 1}
 FLAGS = ["--rounds", "1", "--epochs", "1", "--batch-size", "256", "--threads", "1"]
-
-
-class Killed(Exception):
-    pass
-
-
-def _quiet(_line: str) -> None:
-    pass
 
 
 def _outcome(out: Path) -> tuple[str, dict]:
@@ -125,10 +118,7 @@ def _kill_retrain(at: int):
 
 
 def _kill_report(monkeypatch):
-    def dying(*args, **kwargs):
-        raise Killed
-
-    monkeypatch.setattr(na, "_write_report", dying)
+    die_when_called(monkeypatch, na, "_write_report")
 
 
 def test_run_killed_at_every_stage_resumes_to_the_same_report(tmp_path, monkeypatch, finished):

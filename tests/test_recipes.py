@@ -106,6 +106,14 @@ def test_recipe_errors_are_one_line(tmp_path, capsys):
     assert "epochs" in err and "\n" not in err.strip()
     assert main(["supernet", "--recipe", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    for content, message in [(b"supernet:\n  epochs: [3\n", "broken YAML (line 3)"),
+                             (b"supernet:\n  note: caf\xe9\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+                             (b"- supernet\n", "expected a mapping of command names")]:
+        bad.write_bytes(content)
+        assert main(["supernet", "--recipe", str(bad), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_flags_override_the_recipe_and_replace_its_lists(tmp_path):

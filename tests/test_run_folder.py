@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from widthsearch.cli.main import main
 from widthsearch.errors import UserError
 from widthsearch.runfolder import LOCK_NAME, RunLock, check_folder, remove_stale_temps
+from helpers.kills import kill_9
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,7 @@ def test_a_live_process_lock_refuses_a_second_run_naming_it(holder, capsys):
 
 def test_the_lock_of_a_killed_process_is_taken_over_with_a_warning(holder, capsys):
     proc, folder = holder
-    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: the lock file stays behind
-    proc.wait()
+    kill_9(proc)  # no chance to clean up: the lock file stays behind
     assert (folder / LOCK_NAME).read_text().split()[0] == str(proc.pid)
     with RunLock(folder):
         assert (folder / LOCK_NAME).read_text().split()[0] == str(os.getpid())

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,20 +24,13 @@ import widthsearch.training.retrain as retrain_module
 import widthsearch.training.slimmable as slimmable_module
 from widthsearch.cli.main import main
 from widthsearch.methods.autoslim import run_autoslim
+from helpers.kills import Killed, die_when_called, quiet as _quiet, wait_for_file as _wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"epochs": 2, "retrain_epochs": 2, "targets": (0.5,), "groups": 4, "threads": 1, "seeds": (0, 1),
             "search_images": 300}
 CLI_ARGS = ["run", "--epochs", "2", "--retrain-epochs", "2", "--targets", "0.5", "--groups", "4", "--threads", "1",
             "--seeds", "0,1", "--search-images", "300"]
-
-
-class Killed(Exception):
-    pass
-
-
-def _quiet(_line: str) -> None:
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +96,7 @@ def _kill_retrain(at: int):
 
 
 def _kill_report(monkeypatch):
-    def dying(*args, **kwargs):
-        raise Killed
-
-    monkeypatch.setattr(autoslim, "write_report", dying)
+    die_when_called(monkeypatch, autoslim, "write_report")
 
 
 def test_run_killed_at_every_stage_in_turn_resumes_to_the_uninterrupted_report(tmp_path, monkeypatch, uninterrupted):
@@ -125,14 +114,6 @@ def test_run_killed_at_every_stage_in_turn_resumes_to_the_uninterrupted_report(t
         assert any(out.glob(saved)) and not (out / "report.md").exists()  # killed with that stage's state saved
     run_autoslim(SETTINGS, out, resume=True, progress=False, echo=_quiet)
     assert _outcome(out) == uninterrupted
-
-
-def _wait_for(folder: Path, pattern: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not (folder.is_dir() and any(folder.glob(pattern))):
-        assert proc.poll() is None, f"the run ended before {folder}/{pattern} appeared"
-        assert time.monotonic() < deadline, f"no {folder}/{pattern} after {timeout:.0f} s"
-        time.sleep(0.01)
 
 
 def test_run_sigkilled_in_a_subprocess_resumes_to_the_uninterrupted_report(tmp_path, uninterrupted, capsys):

@@ -6,6 +6,7 @@ from toy_models import randomise_batch_norms
 from widthsearch.errors import UserError
 from widthsearch.methods import spnet
 from widthsearch.space import SpaceSpec, build_supernet
+from helpers.kills import Killed
 
 
 @pytest.mark.parametrize("residual", ["tie", "pad"])
@@ -191,9 +192,6 @@ def test_run_spnet_interrupted_after_any_stage_resumes_to_the_same_result(tmp_pa
 
 def test_run_spnet_killed_inside_a_training_resumes_to_the_same_result(tmp_path, uninterrupted):
     out = tmp_path / "sp"
-
-    class Killed(Exception):
-        pass
 
     def killer(at):
         seen = []

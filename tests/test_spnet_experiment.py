@@ -15,13 +15,10 @@ import yaml
 
 from widthsearch.errors import UserError
 from widthsearch.methods import spnet_experiment as experiment
+from helpers.kills import Killed
 
 SETTINGS = {"model": "tiny_cnn", "data": "digits", "epochs": 1, "retrain_epochs": 1, "batch_size": 256,
             "calib_images": 256, "threads": 1, "seeds": (0, 1), "ablation": "nopad"}
-
-
-class Killed(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,7 @@
 """`widthsearch search --algo ...` on a tiny trained supernet: outputs, resume after a kill, refusals."""
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,8 +14,8 @@ from widthsearch.methods import supernet_search as ss
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet, target_value
 from widthsearch.training.evaluate import supernet_evaluator
 from widthsearch.training.slimmable import load_supernet
+from helpers.kills import Killed, kill_9, start_cli, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL = {  # a few dozen evaluations: enough to cross generations, quick on 300 images
     "evolution": {"population": 6, "mutations": 3, "crossovers": 3, "iterations": 4, "seed": 3},
     "random": {"max_evals": 15, "seed": 3},
@@ -30,10 +26,6 @@ SMALL_FLAGS = {
     "random": ["--max-evals", "15", "--seed", "3"],
     "greedy": [],
 }
-
-
-class Killed(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -126,24 +118,21 @@ def test_kill_9_of_a_real_process_then_resume_gives_the_identical_result(superne
     assert cli(capsys, *argv, "--out", tmp_path / "whole", "--json")[0] == 0
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # this checkout, one thread as here
-    proc = subprocess.Popen([sys.executable, "-m", "widthsearch.cli.main", *map(str, argv), "--out", str(killed),
-                             "--json"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state_file, scored_before_kill = killed / STATE_FILE, 0
+    proc = start_cli([*argv, "--out", killed, "--json"], stderr=subprocess.PIPE)
+    state_file, scored = killed / STATE_FILE, {"before kill": 0}
+
+    def five_scored() -> bool:
+        try:
+            scored["before kill"] = len(json.loads(state_file.read_text())["state"]["history"])
+        except (OSError, ValueError):
+            pass  # not written yet
+        return scored["before kill"] >= 5
+
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                scored_before_kill = len(json.loads(state_file.read_text())["state"]["history"])
-            except (OSError, ValueError):
-                pass  # not written yet
-            if scored_before_kill >= 5:
-                break
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
+        wait_until(five_scored, proc, f"5 evaluations in {state_file}", timeout=120)
     finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+        kill_9(proc)
+    scored_before_kill = scored["before kill"]
     left = json.loads(state_file.read_text())["state"]
     assert scored_before_kill >= 5 and not left["done"] and not (killed / "search.json").exists()
     code, _, err = cli(capsys, *argv, "--out", killed, "--resume", "--json")

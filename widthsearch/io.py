@@ -1,9 +1,14 @@
-"""Atomic file writes: a temporary file in the target's folder, then ``os.replace``.
+"""Atomic file writes (a temporary file in the target's folder, then ``os.replace``) and the one
+YAML reader of the package.
 
 A reader (or a run that crashes mid-write) sees either the old file or the complete new one,
 never half of it: the rename is atomic on one file system, which is why the temporary file lives
 in the target's own folder. Every writer here creates the parent folder and gives the file the
 mode ``open()`` would have given it (``mkstemp`` alone would leave it readable by its owner only).
+
+:func:`read_yaml` reads the YAML files users hand to commands (channel configs, recipes): plain
+data only, and a one-line :class:`~widthsearch.errors.UserError` for every way a file can be
+unusable.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Mapping
 
+from widthsearch.errors import UserError
+
 __all__ = [
+    "read_yaml",
     "same_path",
     "file_mode",
     "write_atomic",
@@ -95,3 +103,71 @@ def savez_atomic(path: str | Path, **arrays: Any) -> Path:
     import numpy as np
 
     return write_atomic(path, lambda handle: np.savez(handle, **arrays))
+
+
+def read_yaml(path: str | Path, what: str, *, expected: type = dict, shape: str = "a mapping",
+              error: type[UserError] = UserError) -> Any:
+    """The document of the YAML file at ``path``, parsed by ``yaml.safe_load`` (plain data: no tag
+    can make it build Python objects).
+
+    A file that cannot be used is one ``error`` naming ``what`` (``"recipe"``, ``"channel
+    config"``) and the path: missing or not a file, unreadable, not UTF-8, broken YAML (with the
+    line), or a top-level value that is not an ``expected`` (``shape`` says in words what it should
+    be: ``"a mapping with a 'channels' entry"``).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise error(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise error(f"{what} {path} is not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        # decoded here rather than with the locale's encoding, so a file reads the same everywhere
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path}: broken YAML{_yaml_error_line(exc, text)}: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise error(f"{what} {path}: broken YAML: nested too deeply") from None
+    if not isinstance(doc, expected):
+        raise error(f"{what} {path}: expected {shape}, found {_yaml_kind(doc)}")
+    return doc
+
+
+def _yaml_error_line(exc: Exception, text: str) -> str:
+    """`` (line N)`` where a YAML error happened, or nothing when PyYAML does not say."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        return f" (line {mark.line + 1})"
+    position = getattr(exc, "position", None)  # a ReaderError (a control character) has only this
+    if isinstance(position, int):
+        line = text.count("\n", 0, position) + 1
+        return f" (line {line})"
+    return ""
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's description of the error, without its multi-line source excerpt."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None)
+    if problem:
+        return str(problem)
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _yaml_kind(doc: Any) -> str:
+    """What a YAML document turned out to be, in words."""
+    if doc is None:
+        return "an empty document"
+    kinds = {dict: "a mapping", list: "a list", str: "a string", bool: "true/false", int: "a number",
+             float: "a number"}
+    return kinds.get(type(doc), type(doc).__name__)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from widthsearch.errors import UserError
+from widthsearch.io import read_yaml
 
 __all__ = ["RECIPE_HELP", "apply_recipe", "read_recipe", "recipe_path"]
 
@@ -45,17 +46,8 @@ def recipe_path(argv: Sequence[str]) -> str | None:
 
 def read_recipe(path: str | Path, command: str) -> dict[str, Any]:
     """The ``command`` section of the recipe file at ``path``."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"recipe {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"recipe {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"recipe {path} must map command names (supernet, search, train, ...) to settings")
+    doc = read_yaml(path, "recipe", shape="a mapping of command names (supernet, search, train, ...) to settings")
     if command not in doc:
         raise UserError(f"recipe {path} has no '{command}' section (it has: {', '.join(map(str, doc))})")
     section = doc[command] or {}

@@ -15,14 +15,17 @@ this module adds the search half: the prior fit and the prior-seeded population.
 """
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from widthsearch.errors import UserError
 from widthsearch.space import ChannelSpace
+from widthsearch.space.channel_space import QuadraticFlops
 from widthsearch.training.records import LossRecords
 from widthsearch.training.sampling import BilateralStrategy, complement
 
@@ -35,15 +38,18 @@ def expected_losses(space: ChannelSpace, records: Sequence[tuple[float, Mapping[
     loss) for choices no record used, so the prior avoids what it knows nothing about."""
     if not records:
         raise UserError("no loss records: train the supernet with --strategy bcnet first")
-    penalty = max(loss for loss, _ in records) if unseen is None else unseen
+    losses = np.array([loss for loss, _ in records], dtype=np.float64)
+    penalty = float(losses.max()) if unseen is None else unseen
     table = {}
     for unit in space.units:
-        sums = {c: [0.0, 0] for c in unit.choices}
-        for loss, config in records:
-            if config.get(unit.name) in sums:
-                sums[config[unit.name]][0] += loss
-                sums[config[unit.name]][1] += 1
-        table[unit.name] = torch.tensor([s / n if n else penalty for s, n in sums.values()], dtype=torch.float64)
+        position = {choice: i for i, choice in enumerate(unit.choices)}
+        # a record without the unit, or with a width that is no choice, says nothing about it
+        picked = np.array([position.get(config.get(unit.name), -1) for _, config in records], dtype=np.int64)
+        seen = picked >= 0
+        sums = np.bincount(picked[seen], weights=losses[seen], minlength=len(unit.choices))
+        counts = np.bincount(picked[seen], minlength=len(unit.choices))
+        means = np.divide(sums, counts, out=np.full(len(unit.choices), penalty, dtype=np.float64), where=counts > 0)
+        table[unit.name] = torch.from_numpy(means)
     return table
 
 
@@ -68,20 +74,65 @@ def fit_prior(
     if not 0 < flops_ratio <= 1:
         raise UserError(f"the prior's FLOPs ratio must be in (0, 1], got {flops_ratio}")
     losses = expected_losses(space, records)
+    names = [u.name for u in space.units]
+    sizes = [len(u.choices) for u in space.units]
+    # One row of logits per unit, so a step is a handful of tensor ops rather than a few per unit.
+    # Rows shorter than the longest are padded with -inf: softmax gives the pads probability 0
+    # and gradient 0, so they stay -inf and the real entries see exactly the per-unit softmax.
+    logits = torch.full((len(names), max(sizes, default=0)), -math.inf, dtype=torch.float64)
+    loss_table = torch.zeros_like(logits)
     gen = torch.Generator().manual_seed(seed)
-    logits = {u.name: torch.randn(len(u.choices), generator=gen, dtype=torch.float64).requires_grad_(True)
-              for u in space.units}
-    optimizer = torch.optim.SGD(list(logits.values()), lr=lr)
+    for row, (name, size) in enumerate(zip(names, sizes)):
+        logits[row, :size] = torch.randn(size, generator=gen, dtype=torch.float64)  # one draw per unit, in order
+        loss_table[row, :size] = losses[name]
+    real = torch.isfinite(logits)
     goal = flops_ratio * float(target_flops)
+    quadratic = space.expected_flops_quadratic() if hasattr(space, "expected_flops_quadratic") else None
+    if quadratic is not None:
+        gradient = _closed_form_gradient(quadratic, loss_table, real, goal, penalty)
+    else:
+        gradient = _autograd_gradient(space, names, sizes, loss_table, goal, penalty)
     for _ in range(steps):
-        optimizer.zero_grad()
-        probs = {name: torch.softmax(z, 0) for name, z in logits.items()}
-        expected_loss = torch.stack([(probs[n] * losses[n]).sum() for n in probs]).mean()
-        flops_term = (1 - space.expected_flops(probs) / goal) ** 2
-        (expected_loss + penalty * flops_term).backward()
-        optimizer.step()
-    with torch.no_grad():
-        return {name: torch.softmax(z, 0).tolist() for name, z in logits.items()}
+        logits.add_(gradient(logits), alpha=-lr)  # plain gradient descent, the update of torch.optim.SGD
+    probs = torch.softmax(logits, 1)
+    return {name: probs[row, :size].tolist() for row, (name, size) in enumerate(zip(names, sizes))}
+
+
+Gradient = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _closed_form_gradient(quadratic: QuadraticFlops, loss_table: torch.Tensor, real: torch.Tensor, goal: float,
+                          penalty: float) -> Gradient:
+    """The objective's gradient in the logits when E[FLOPs] is quadratic in the probabilities: a
+    dozen small tensor ops a step and no autograd graph to build and walk back (most of the time
+    of a step built with autograd)."""
+    loss_weight = loss_table / loss_table.shape[0]  # d(mean over units of the expected loss)/dp
+
+    def gradient(logits: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(logits, 1)
+        p = probs[real]  # the real entries, row by row: the units' probabilities in unit order
+        d_probs = loss_weight.clone()
+        d_probs[real] += (-2 * penalty / goal) * (1 - quadratic(p) / goal) * quadratic.gradient(p)
+        return probs * (d_probs - (probs * d_probs).sum(1, keepdim=True))  # back through each row's softmax
+
+    return gradient
+
+
+def _autograd_gradient(space: ChannelSpace, names: list[str], sizes: list[int], loss_table: torch.Tensor,
+                       goal: float, penalty: float) -> Gradient:
+    """The objective's gradient by autograd through ``space.expected_flops`` (zero-padded sums,
+    or a space without a quadratic form)."""
+
+    def gradient(logits: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():  # the caller may be evaluating under no_grad
+            logits = logits.detach().requires_grad_(True)
+            probs = torch.softmax(logits, 1)
+            expected_loss = (probs * loss_table).sum(1).mean()
+            rows = {name: row[:size] for name, size, row in zip(names, sizes, probs.unbind(0))}
+            flops_term = (1 - space.expected_flops(rows) / goal) ** 2
+            return torch.autograd.grad(expected_loss + penalty * flops_term, logits)[0]
+
+    return gradient
 
 
 def prior_population(

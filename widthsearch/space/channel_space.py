@@ -32,6 +32,7 @@ class ChannelSpace:
         self._unit_of_root = {r: u for u, r in zip(units, roots)}
         self._by_name = {u.name: u for u in units}
         self._cost_terms = _compile_cost_terms(analysis)
+        self._moment_form: _MomentForm | None = None  # built on the first expected_flops call
 
     @classmethod
     def from_model(
@@ -274,53 +275,23 @@ class ChannelSpace:
         and the two sides are independent unless they hold the same unit, where ``E[c^2]`` enters.
         A zero-padded sum is the maximum of its members, whose distribution is exact too. Left-
         aligned widths are assumed.
+
+        The layers are summed once into a quadratic form of the widths' means (:class:`_MomentForm`),
+        so a call is a dozen tensor ops whatever the depth of the model: the prior fit calls it
+        2,000 times.
         """
-        moments = self._width_moments(probs)
-        total = torch.zeros((), dtype=torch.float64)
-        for cin_spec, cout_spec, flops_per_pair, _params, _per_out in self._cost_terms:
-            if not flops_per_pair:
-                continue
-            mean_in, mean_out = self._expected_active(cin_spec, moments), self._expected_active(cout_spec, moments)
-            term = mean_in * mean_out
-            if not isinstance(cin_spec, int) and not isinstance(cout_spec, int):
-                for a in cin_spec:  # a unit on both sides: E[c*c] = E[c]^2 + Var(c)
-                    for b in cout_spec:
-                        if a.unit == b.unit:
-                            term = term + a.repeat * b.repeat * (moments[a.unit][1] - moments[a.unit][0] ** 2)
-            total = total + flops_per_pair * term
-        return total
+        return self._moments().expected_flops(self, probs)
 
-    def _width_moments(self, probs: Mapping[str, torch.Tensor]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """Per root: (E[w], E[w^2]) under independent per-unit choices; fixed roots are constants."""
-        moments: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        dists: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for root, length in self.analysis.unit_length.items():
-            value = torch.tensor(float(length), dtype=torch.float64)
-            moments[root] = (value, value * value)
-            dists[root] = (value.reshape(1), torch.ones(1, dtype=torch.float64))
-        for unit in self.units:
-            p = probs[unit.name].to(torch.float64)
-            if p.shape != (len(unit.choices),):
-                raise ConfigError(f"unit {unit.name!r}: {len(unit.choices)} probabilities expected, got {tuple(p.shape)}")
-            widths = torch.tensor(unit.choices, dtype=torch.float64)
-            root = self._root_of[unit.name]
-            moments[root] = ((p * widths).sum(), (p * widths * widths).sum())
-            dists[root] = (widths, p)
-        for join, members in self.analysis.joins.items():
-            support = torch.unique(torch.cat([dists[m][0] for m in members]))
-            below = torch.ones(len(support), dtype=torch.float64)  # P(max <= t) = prod_m P(w_m <= t)
-            for m in members:
-                values, p = dists[m]
-                below = below * (p[None, :] * (values[None, :] <= support[:, None])).sum(1)
-            mass = torch.diff(below, prepend=torch.zeros(1, dtype=torch.float64))
-            moments[join] = ((mass * support).sum(), (mass * support * support).sum())
-        return moments
+    def expected_flops_quadratic(self) -> "QuadraticFlops | None":
+        """E[FLOPs] as a quadratic function of all units' probabilities concatenated in unit order
+        (see :class:`QuadraticFlops`): three tensor ops a call, for the prior fit's 2,000 steps.
+        ``None`` when the space has zero-padded sums, whose maximum of widths is not quadratic."""
+        return self._moments().quadratic()
 
-    @staticmethod
-    def _expected_active(spec: "Desc | int", moments: Mapping[int, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        if isinstance(spec, int):
-            return torch.tensor(float(spec), dtype=torch.float64)
-        return sum((moments[seg.unit][0] * seg.repeat for seg in spec), torch.zeros((), dtype=torch.float64))
+    def _moments(self) -> "_MomentForm":
+        if self._moment_form is None:
+            self._moment_form = _MomentForm(self)
+        return self._moment_form
 
     def key(self, config: Mapping[str, int]) -> tuple[int, ...]:
         """A hashable form of a config, in unit order."""
@@ -375,3 +346,119 @@ def _compile_cost_terms(analysis: Analysis) -> list[CostTerm]:
         elif rec.kind == "bn":
             terms.append((0, rec.out_desc, 0, 0, 2 if getattr(module, "affine", False) else 0))
     return terms
+
+
+class QuadraticFlops:
+    """``E[FLOPs] = p' matrix p + vector' p + constant``, where ``p`` concatenates every unit's
+    probabilities over its choices, in unit order (float64)."""
+
+    def __init__(self, matrix: torch.Tensor, vector: torch.Tensor, constant: float) -> None:
+        self.matrix, self.vector, self.constant = matrix, vector, constant
+        self._symmetric = matrix + matrix.T
+
+    def __call__(self, probs: torch.Tensor) -> torch.Tensor:
+        return probs @ (self.matrix @ probs) + self.vector @ probs + self.constant
+
+    def gradient(self, probs: torch.Tensor) -> torch.Tensor:
+        """``dE[FLOPs]/dp`` at ``probs``."""
+        return self._symmetric @ probs + self.vector
+
+
+class _MomentForm:
+    """E[FLOPs] of a space as a quadratic form of the widths' first moments.
+
+    With the widths of the searchable units and of the zero-padded sums ("joins") stacked as
+    ``x = (E[w_1], ..., E[w_n], 1)``, a layer's expected active input and output widths are linear,
+    ``a.x`` and ``b.x`` (fixed channels go to the constant), and the layers' FLOPs sum to
+    ``x' Q x + sum_r v_r Var(w_r)``, where ``Q = sum of flops_per_pair * a b'`` and the variance
+    terms come from a unit that is on both sides of one layer. ``Q`` and ``v`` are summed once.
+    """
+
+    def __init__(self, space: ChannelSpace) -> None:
+        analysis = space.analysis
+        roots = [space._root_of[u.name] for u in space.units] + list(analysis.joins)
+        self.index = {root: i for i, root in enumerate(roots)}
+        n = len(roots)
+        quad = torch.zeros(n + 1, n + 1, dtype=torch.float64)
+        var_weight = torch.zeros(n, dtype=torch.float64)
+        for cin_spec, cout_spec, flops_per_pair, _params, _per_out in space._cost_terms:
+            if not flops_per_pair:
+                continue
+            quad += flops_per_pair * torch.outer(self._coefficients(cin_spec, analysis),
+                                                 self._coefficients(cout_spec, analysis))
+            if isinstance(cin_spec, int) or isinstance(cout_spec, int):
+                continue
+            for a in cin_spec:  # a unit on both sides: E[c*c] = E[c]^2 + Var(c)
+                for b in cout_spec:
+                    if a.unit == b.unit and a.unit in self.index:
+                        var_weight[self.index[a.unit]] += flops_per_pair * a.repeat * b.repeat
+        self.quad, self.var_weight = quad, var_weight
+        self.sizes = [len(u.choices) for u in space.units]
+        self.widths = torch.tensor([w for u in space.units for w in u.choices], dtype=torch.float64)
+        self.owner = torch.tensor([i for i, size in enumerate(self.sizes) for _ in range(size)], dtype=torch.long)
+        # a join's members that are no unit (fixed channels) have one width with probability one
+        self.constant = {root: float(length) for root, length in analysis.unit_length.items()}
+
+    def quadratic(self) -> QuadraticFlops | None:
+        """The form as a function of the probabilities themselves: a unit's moments are linear in
+        them (``E[w] = sum_k p_k w_k``, ``E[w^2] = sum_k p_k w_k^2``), so ``x' Q x`` and the
+        variance terms are quadratic. Not with joins: the distribution of a maximum is a product."""
+        units = len(self.sizes)
+        if len(self.index) != units:
+            return None
+        choices = torch.arange(len(self.widths))
+        first = torch.zeros(units, len(self.widths), dtype=torch.float64)  # E[w] = first @ p
+        first[self.owner, choices] = self.widths
+        second = first * self.widths  # E[w^2] = second @ p
+        quad = self.quad
+        matrix = first.T @ (quad[:units, :units] - torch.diag(self.var_weight)) @ first
+        vector = first.T @ (quad[:units, units] + quad[units, :units]) + second.T @ self.var_weight
+        return QuadraticFlops(matrix, vector, float(quad[units, units]))
+
+    def _coefficients(self, spec: "Desc | int", analysis: Analysis) -> torch.Tensor:
+        """``c`` with ``c.x`` the expected active width of ``spec``: units and joins by their mean,
+        fixed channels and constants in the last entry."""
+        coefficients = torch.zeros(len(self.index) + 1, dtype=torch.float64)
+        if isinstance(spec, int):
+            coefficients[-1] = spec
+            return coefficients
+        for seg in spec:
+            if seg.unit in self.index:
+                coefficients[self.index[seg.unit]] += seg.repeat
+            else:
+                coefficients[-1] += seg.repeat * analysis.unit_length[seg.unit]
+        return coefficients
+
+    def expected_flops(self, space: ChannelSpace, probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        per_unit = []
+        for unit, size in zip(space.units, self.sizes):
+            p = probs[unit.name].to(torch.float64)
+            if p.shape != (size,):
+                raise ConfigError(f"unit {unit.name!r}: {size} probabilities expected, got {tuple(p.shape)}")
+            per_unit.append(p)
+        flat = torch.cat(per_unit) if per_unit else torch.zeros(0, dtype=torch.float64)
+        empty = torch.zeros(len(self.sizes), dtype=torch.float64)
+        first = empty.index_add(0, self.owner, flat * self.widths)
+        second = empty.index_add(0, self.owner, flat * self.widths * self.widths)
+        if space.analysis.joins:
+            join_first, join_second = self._join_moments(space, per_unit)
+            first, second = torch.cat([first, join_first]), torch.cat([second, join_second])
+        x = torch.cat([first, torch.ones(1, dtype=torch.float64)])
+        return x @ (self.quad @ x) + (self.var_weight * (second - first * first)).sum()
+
+    def _join_moments(self, space: ChannelSpace, per_unit: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E[w], E[w^2]) of every zero-padded sum: the maximum of its members' independent widths."""
+        dists = {space._root_of[u.name]: (torch.tensor(u.choices, dtype=torch.float64), p)
+                 for u, p in zip(space.units, per_unit)}
+        first, second = [], []
+        for members in space.analysis.joins.values():
+            member_dists = [dists[m] if m in dists else (torch.tensor([self.constant[m]], dtype=torch.float64),
+                                                         torch.ones(1, dtype=torch.float64)) for m in members]
+            support = torch.unique(torch.cat([values for values, _ in member_dists]))
+            below = torch.ones(len(support), dtype=torch.float64)  # P(max <= t) = prod_m P(w_m <= t)
+            for values, p in member_dists:
+                below = below * (p[None, :] * (values[None, :] <= support[:, None])).sum(1)
+            mass = torch.diff(below, prepend=torch.zeros(1, dtype=torch.float64))
+            first.append((mass * support).sum())
+            second.append((mass * support * support).sum())
+        return torch.stack(first), torch.stack(second)

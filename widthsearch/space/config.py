@@ -32,8 +32,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from widthsearch.errors import ConfigError, UserError
-from widthsearch.io import write_text_atomic
+from widthsearch.errors import ConfigError
+from widthsearch.io import read_yaml, write_text_atomic
 from widthsearch.space.channel_space import ChannelSpace, Config
 from widthsearch.space.presets import PRESETS, SOURCE_COMMIT, SOURCE_REPO, get_preset, preset_name
 from widthsearch.space.spec import build_supernet
@@ -90,17 +90,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     name = preset_name(path)
     if name is not None:
         return preset_document(name)
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"channel config {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: broken YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping with a 'channels' entry")
+    doc = read_yaml(path, "channel config", shape="a mapping with a 'channels' entry", error=ConfigError)
     channels = doc.get("channels")
     if not isinstance(channels, dict):
         raise ConfigError(f"{path}: no 'channels' mapping of unit name -> width")
