@@ -47,6 +47,11 @@ def test_results_come_back_in_task_order_whatever_order_they_finish_in():
     assert sorted(done) == [0, 1, 2]
 
 
+def test_each_worker_runs_one_task_after_another():
+    pids = run_in_processes([Task(f"t{i}", tasks.pid) for i in range(5)], 2)
+    assert len(set(pids)) <= 2 and os.getpid() not in pids
+
+
 def test_a_user_error_is_one_line_naming_the_task_and_stops_the_other_workers(tmp_path):
     pid_file, done_file = tmp_path / "pid", tmp_path / "done"
     work = [Task("slow", tasks.record_pid_then_touch, (str(pid_file), str(done_file), 30.0)),

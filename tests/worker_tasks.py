@@ -33,3 +33,7 @@ def record_pid_then_touch(pid_file: str, done_file: str, seconds: float) -> None
     Path(pid_file).write_text(str(os.getpid()))
     time.sleep(seconds)
     Path(done_file).write_text("done")
+
+
+def pid() -> int:
+    return os.getpid()

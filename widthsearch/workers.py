@@ -1,12 +1,13 @@
 """Run independent pieces of work in up to N worker processes (``run --jobs N``).
 
-Each task runs in a fresh process of the ``spawn`` start method (CUDA cannot be used in a forked
-child, and a fresh interpreter inherits no half-initialised state from the parent), one process per
-task, at most ``processes`` at a time. Results come back in task order, whatever order the tasks
-finish in. Three rules keep a run folder safe:
+The workers are fresh processes of the ``spawn`` start method (CUDA cannot be used in a forked
+child, and a fresh interpreter inherits no half-initialised state from the parent), at most
+``processes`` of them, each running one task after another. Results come back in task order,
+whatever order the tasks finish in. Three rules keep a run folder safe:
 
-* the first task that fails stops the others (their processes are terminated; whatever they
-  checkpointed stays, so ``--resume`` continues them) and its error is raised in the parent: a
+* the first task that fails stops the others (their processes are terminated and unwind, so the
+  locks they hold are released; whatever they checkpointed stays, so ``--resume`` continues
+  them) and its error is raised in the parent: a
   :class:`~widthsearch.errors.UserError` as one line naming the task, anything else with the
   worker's traceback;
 * a worker exits as soon as its parent is gone, however the parent died (``kill -9`` included),
@@ -47,8 +48,9 @@ def run_in_processes(
     *,
     on_done: Callable[[int, Any], None] | None = None,
 ) -> list[Any]:
-    """Run every task in its own spawned process, at most ``processes`` at once; return their
-    results in task order. ``on_done(index, result)`` runs in the parent as each task finishes.
+    """Run the tasks in up to ``processes`` spawned worker processes (each takes the next task when
+    it finishes one, so a worker imports torch once, not once per task); return their results in
+    task order. ``on_done(index, result)`` runs in the parent as each task finishes.
 
     The first failure terminates the running workers, starts no further task and is raised here.
     """
@@ -56,39 +58,60 @@ def run_in_processes(
         raise UserError(f"--jobs must be a positive integer, got {processes}")
     ctx = multiprocessing.get_context("spawn")
     waiting = list(enumerate(tasks))[::-1]  # popped from the end: task order
-    running: dict[Connection, tuple[int, Any]] = {}
+    workers: dict[Connection, _Worker] = {}
     results: list[Any] = [None] * len(tasks)
     try:
-        while waiting or running:
-            while waiting and len(running) < processes:
-                index, task = waiting.pop()
-                receive, send = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_worker_main, args=(send, task.fn, task.args),
-                                      name=f"widthsearch-{task.label}")
-                process.start()
-                send.close()  # the worker holds the only writing end: its death reads as end of file
-                running[receive] = (index, process)
-            for conn in wait(list(running)):
-                index, process = running.pop(conn)
-                results[index] = _collect(conn, process, tasks[index].label)
+        for _ in range(min(processes, len(tasks))):
+            conn, child = ctx.Pipe()
+            process = ctx.Process(target=_worker_main, args=(child,), name="widthsearch-worker")
+            process.start()
+            child.close()  # the worker holds the only other end: its death reads as end of file
+            workers[conn] = _Worker(process)
+            _hand_out(conn, workers[conn], waiting, tasks)
+        while busy := [conn for conn, w in workers.items() if w.index is not None]:
+            for conn in wait(busy):
+                worker = workers[conn]
+                index, worker.index = worker.index, None
+                results[index] = _collect(conn, worker.process, tasks[index].label)
                 if on_done is not None:
                     on_done(index, results[index])
+                _hand_out(conn, worker, waiting, tasks)
+        for worker in workers.values():
+            worker.process.join()  # each was told to stop
     finally:
-        _stop(running)
+        _stop(workers)
     return results
 
 
+@dataclass
+class _Worker:
+    process: Any
+    index: int | None = None  # the task it runs
+
+
+def _hand_out(conn: Connection, worker: _Worker, waiting: list[tuple[int, Task]], tasks: Sequence[Task]) -> None:
+    """Send the worker the next task, or tell it to stop when none is left."""
+    if not waiting:
+        try:
+            conn.send(None)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it has stopped already
+        return
+    worker.index, task = waiting.pop()
+    try:
+        conn.send((task.fn, task.args))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the worker is dead: waiting on it reads end of file, which names the task
+
+
 def _collect(conn: Connection, process: Any, label: str) -> Any:
-    """The result a worker sent, or its error raised here."""
+    """The result of the task a worker ran, or its error raised here."""
     try:
         status, value = conn.recv()
-    except EOFError:
+    except (EOFError, ConnectionResetError):
         process.join()
         raise UserError(f"{label}: its worker process died (exit code {process.exitcode}; killed for memory?); "
                         "run again with --resume to continue from its last checkpoint") from None
-    finally:
-        conn.close()
-    process.join()
     if status == "ok":
         return value
     if status == "user":
@@ -96,30 +119,44 @@ def _collect(conn: Connection, process: Any, label: str) -> Any:
     raise RuntimeError(f"{label} failed in its worker process:\n{value}")
 
 
-def _stop(running: dict[Connection, tuple[int, Any]]) -> None:
+#: seconds a terminated worker gets to unwind (release its folder's lock) before it is killed
+STOP_GRACE_SECONDS = 10.0
+
+
+def _stop(workers: dict[Connection, _Worker]) -> None:
     """Terminate the workers still running (an error elsewhere, Ctrl-C) and wait for them."""
-    for conn, (_index, process) in running.items():
-        if process.is_alive():
-            process.terminate()
-    for conn, (_index, process) in running.items():
-        process.join()
+    for worker in workers.values():
+        if worker.process.is_alive():
+            worker.process.terminate()
+    for conn, worker in workers.items():
+        worker.process.join(STOP_GRACE_SECONDS)
+        if worker.process.is_alive():  # stuck in native code: nothing left to unwind for
+            worker.process.kill()
+            worker.process.join()
         conn.close()
-    running.clear()
+    workers.clear()
 
 
-def _worker_main(conn: Connection, fn: Callable[..., Any], args: tuple) -> None:
-    """A worker: run ``fn(*args)`` and send ``("ok", result)``, ``("user", message)`` for a
-    :class:`UserError` or ``("error", traceback)`` for anything else."""
+def _worker_main(conn: Connection) -> None:
+    """A worker: run each task it is sent, answering ``("ok", result)``, ``("user", message)`` for a
+    :class:`UserError` or ``("error", traceback)`` for anything else, until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, _exit_on_terminate)  # stopped by the parent: unwind, releasing locks
     _exit_with_parent()
-    try:
-        message: tuple[str, Any] = ("ok", fn(*args))
-    except UserError as exc:
-        message = ("user", str(exc))
-    except Exception:  # a bug: the parent shows where it happened
-        message = ("error", traceback.format_exc())
-    conn.send(message)
+    while (task := conn.recv()) is not None:
+        fn, args = task
+        try:
+            message: tuple[str, Any] = ("ok", fn(*args))
+        except UserError as exc:
+            message = ("user", str(exc))
+        except Exception:  # a bug: the parent shows where it happened
+            message = ("error", traceback.format_exc())
+        conn.send(message)
     conn.close()
+
+
+def _exit_on_terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # not an Exception: no message goes to the parent, which stopped us
 
 
 def _exit_with_parent() -> None:
