@@ -17,6 +17,7 @@ from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_text_atomic
 from widthsearch.methods.comparison import compare_networks, format_interval, format_mean_std
 from widthsearch.models.user import require_width_mult
+from widthsearch.methods.retraining import check_jobs, check_seeds, retrain_pairs
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
 from widthsearch.runfolder import check_folder, folder_has_content
 from widthsearch.space import Supernet
@@ -81,10 +82,9 @@ def run_autoslim(
     and ends with the same report. Found configs and the uniform-width baselines of the same FLOPs
     are retrained with the same recipe under each of ``settings["seeds"]`` (default 0, 1, 2) and
     compared on the test split with intervals (:mod:`widthsearch.methods.comparison`).
-    ``settings["jobs"]`` (default 1) retrainings run at a time, each in its own process; the
-    results do not depend on it.
+    ``settings["jobs"]`` (default 1): retrain in up to that many worker processes; the results do
+    not depend on it.
     """
-    from widthsearch.methods.retraining import check_jobs
     from widthsearch.training.evaluate import supernet_evaluator
 
     s = {**RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
@@ -148,8 +148,6 @@ def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, 
     time (:func:`~widthsearch.methods.retraining.retrain_pairs`); the row of a target compares the
     two over the seeds on the test images (:func:`compare_networks`).
     """
-    from widthsearch.methods.retraining import check_jobs, retrain_pairs
-
     seeds, jobs = check_seeds(s["seeds"]), check_jobs(jobs)
     count = 2 * len(found) * len(seeds)
     echo(f"[3/3] retrain {', '.join(e['target'] for e in found)} and their uniform baselines, seeds "
@@ -181,20 +179,7 @@ def retrain_pair(s: Mapping[str, Any], out: Path, found: tuple[str, Mapping[str,
     Returns both nets' training results (one per seed) and :func:`compare_networks` over the test
     images.
     """
-    from widthsearch.methods.retraining import retrain_pairs
-
     return retrain_pairs(s, out, [(found, base)], resume=resume, progress=progress, jobs=jobs, echo=echo)[0]
-
-
-def check_seeds(seeds: Any) -> tuple[int, ...]:
-    """The retraining seeds as a tuple of distinct integers (one-line error otherwise)."""
-    try:
-        values = tuple(int(v) for v in ([seeds] if isinstance(seeds, int) else seeds))
-    except (TypeError, ValueError):
-        raise UserError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
-    if not values or len(set(values)) != len(values) or any(v < 0 for v in values):
-        raise UserError(f"--seeds {','.join(map(str, values)) or '(none)'}: give distinct non-negative seeds")
-    return values
 
 
 def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from widthsearch.errors import UserError
 
-__all__ = ["Retraining", "check_jobs", "retrain_pairs"]
+__all__ = ["Retraining", "check_jobs", "check_seeds", "retrain_pairs", "run_retrainings"]
 
 #: a network of a pair: ``(folder name under retrain/, train_network's keyword arguments)``, the
 #: network given as ``channels=`` (config) or ``uniform_flops=`` (FLOPs of a uniform-width net)
@@ -47,6 +47,17 @@ def _started(folder: Path, resume: bool) -> bool:
     return resume and (folder / "model.pt").exists()
 
 
+def check_seeds(seeds: Any) -> tuple[int, ...]:
+    """The retraining seeds as a tuple of distinct integers (one-line error otherwise)."""
+    try:
+        values = tuple(int(v) for v in ([seeds] if isinstance(seeds, int) else seeds))
+    except (TypeError, ValueError):
+        raise UserError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
+    if not values or len(set(values)) != len(values) or any(v < 0 for v in values):
+        raise UserError(f"--seeds {','.join(map(str, values)) or '(none)'}: give distinct non-negative seeds")
+    return values
+
+
 def check_jobs(jobs: Any) -> int:
     """``--jobs`` as a positive integer (default 1; one-line error otherwise)."""
     if jobs is None:
@@ -72,7 +83,6 @@ def retrain_pairs(
     trainings run in this order (pair by pair, seed by seed, the found net first), in this process
     when ``jobs`` is 1, otherwise up to ``jobs`` at a time in worker processes.
     """
-    from widthsearch.methods.autoslim import check_seeds
     from widthsearch.methods.comparison import compare_networks
 
     seeds = check_seeds(s["seeds"])
