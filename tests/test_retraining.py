@@ -97,3 +97,12 @@ def test_a_failing_training_stops_the_others_and_is_one_line(tmp_path):
 def test_jobs_must_be_a_positive_integer(jobs):
     with pytest.raises(UserError, match="--jobs must be a positive integer"):
         check_jobs(jobs)
+
+
+def test_a_uniform_width_found_for_another_model_is_refused(tmp_path):
+    from widthsearch.training.retrain import UniformWidth
+
+    recipe = {k: S[k] for k in ("model", "data", "batch_size", "lr", "threads", "device")}
+    wrong = UniformWidth(target_flops=UNIFORM_FLOPS, width_mult=0.5, flops=12345)
+    with pytest.raises(UserError, match="found for another model or data set"):
+        train_network({**recipe, "epochs": 1, "seed": 0}, tmp_path / "t", uniform_flops=wrong)

@@ -89,9 +89,10 @@ def retrain_pairs(
     trainings = _plan(s, out, pairs, seeds, resume)
     results = run_retrainings(trainings, jobs=check_jobs(jobs), resume=resume, progress=progress, echo=echo)
     compared = []
+    per_pair = 2 * len(seeds)
     for k in range(len(pairs)):
-        mine = results[2 * len(seeds) * k: 2 * len(seeds) * (k + 1)]
-        found, base = mine[0::2], mine[1::2]
+        block = results[per_pair * k: per_pair * (k + 1)]  # seed by seed, the found net first
+        found, base = block[0::2], block[1::2]
         comparison = compare_networks([r["test_correct"] for r in found], [r["test_correct"] for r in base], seeds)
         compared.append(([_public(r) for r in found], [_public(r) for r in base], comparison))
     return compared

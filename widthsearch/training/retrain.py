@@ -257,6 +257,9 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
     init_bn_weights(model, a.get("bn_init"))  # after the reinitialisation, which resets them to 1
     model.to(ctx.device)
     flops, params = network_cost(model, spec.input_shape)
+    if ckpt is None and isinstance(uniform_flops, UniformWidth) and flops != uniform_flops.flops:
+        raise UserError(f"the uniform-width network found for {uniform_flops.target_flops:.0f} FLOPs has {flops} FLOPs "
+                        f"here, not {uniform_flops.flops}: it was found for another model or data set")
     dropout = None
     if drop_units is not None:
         dropout = TrainingChannelDropout(model, drop_units, a["train_drop"], a["epochs"], a["seed"], ctx.rank)
