@@ -2,8 +2,6 @@
 the same numbers in worker processes (`--jobs`) as in this process, and a worker's error as one line."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import widthsearch.training.retrain as retrain_module

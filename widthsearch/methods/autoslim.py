@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_text_atomic
-from widthsearch.methods.comparison import compare_networks, format_interval, format_mean_std
+from widthsearch.methods.comparison import format_interval, format_mean_std
 from widthsearch.models.user import require_width_mult
 from widthsearch.methods.retraining import check_jobs, check_seeds, retrain_pairs
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
@@ -146,7 +146,7 @@ def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, 
 
     Each network and seed trains in ``retrain/<name>/seed-<k>/`` with one recipe, up to ``jobs`` at a
     time (:func:`~widthsearch.methods.retraining.retrain_pairs`); the row of a target compares the
-    two over the seeds on the test images (:func:`compare_networks`).
+    two over the seeds on the test images (:func:`~widthsearch.methods.comparison.compare_networks`).
     """
     seeds, jobs = check_seeds(s["seeds"]), check_jobs(jobs)
     count = 2 * len(found) * len(seeds)
@@ -176,8 +176,8 @@ def retrain_pair(s: Mapping[str, Any], out: Path, found: tuple[str, Mapping[str,
     ``found`` and ``base`` are ``(folder name, network)`` with the network as
     :func:`~widthsearch.training.retrain.train_network` names it (``channels=``, ``uniform_flops=``);
     each seed trains ``retrain/<name>/seed-<k>/``, the found net first, up to ``jobs`` at a time.
-    Returns both nets' training results (one per seed) and :func:`compare_networks` over the test
-    images.
+    Returns both nets' training results (one per seed) and
+    :func:`~widthsearch.methods.comparison.compare_networks` over the test images.
     """
     return retrain_pairs(s, out, [(found, base)], resume=resume, progress=progress, jobs=jobs, echo=echo)[0]
 
