@@ -94,6 +94,8 @@ ROWS = [
     ("run-search-images", ["run", "--search-images", "0", "--out", "new"], "--search-images must be a positive"),
     ("run-retrain-epochs", ["run", "--retrain-epochs", "0", "--out", "new"], "--retrain-epochs must be a positive"),
     ("run-method", ["run", "--method", "annealing", "--out", "new"], "unknown method 'annealing'"),
+    ("run-jobs", ["run", "--jobs", "0", "--out", "new"], "--jobs must be a positive integer"),
+    ("run-spnet-jobs", ["run", "--method", "spnet", "--jobs", "2", "--out", "new"], "run --method spnet trains its arms"),
     ("run-resume-missing", ["run", "--resume", "--out", "missing"], "missing does not exist"),
     ("run-not-empty", ["run", "--out", "sn"], "sn is not empty"),
     ("run-spnet-seeds", ["run", "--method", "spnet", "--seeds", "1,1", "--out", "new"], "give distinct"),

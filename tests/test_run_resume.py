@@ -2,17 +2,15 @@
 
 Kills inside a stage are simulated in-process (the stage's own function is wrapped so that it stops
 after writing a checkpoint and raises), and one case is a real ``kill -9`` of a ``widthsearch run``
-subprocess. Each resumed run must write the same ``report.md`` and ``report.json`` (accuracies of
-every seed, intervals, configs) as a run that was never interrupted.
+subprocess, another a ``kill -9`` while the retrainings run in worker processes (``--jobs 2``). Each
+resumed run must write the same ``report.md`` and ``report.json`` (accuracies of every seed,
+intervals, configs) as a run that was never interrupted (in one process).
 """
 from __future__ import annotations
 
 import importlib
 import json
-import os
-import signal
-import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,9 +22,8 @@ import widthsearch.training.retrain as retrain_module
 import widthsearch.training.slimmable as slimmable_module
 from widthsearch.cli.main import main
 from widthsearch.methods.autoslim import run_autoslim
-from helpers.kills import Killed, die_when_called, quiet as _quiet, wait_for_file as _wait_for
+from helpers.kills import Killed, die_when_called, kill_9, quiet as _quiet, start_cli, wait_for_file as _wait_for
 
-REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"epochs": 2, "retrain_epochs": 2, "targets": (0.5,), "groups": 4, "threads": 1, "seeds": (0, 1),
             "search_images": 300}
 CLI_ARGS = ["run", "--epochs", "2", "--retrain-epochs", "2", "--targets", "0.5", "--groups", "4", "--threads", "1",
@@ -116,19 +113,59 @@ def test_run_killed_at_every_stage_in_turn_resumes_to_the_uninterrupted_report(t
     assert _outcome(out) == uninterrupted
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # the name in parentheses may hold spaces
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _exited(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its new parent to reap it counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def _sigkill_run(out: Path, *extra: str) -> list[int]:
+    """Start ``widthsearch run`` into ``out`` and kill -9 it once a first retraining has a checkpoint
+    (three more, and the report, are left to do); returns the pids of its children at the kill."""
+    proc = start_cli([*CLI_ARGS, *extra, "--out", out, "--json"])
+    children: list[int] = []
+    try:
+        _wait_for(out / "retrain", "*/seed-0/model.pt", proc)
+        children = _children(proc.pid) if Path("/proc").is_dir() else []
+    finally:
+        kill_9(proc)
+    return children
+
+
 def test_run_sigkilled_in_a_subprocess_resumes_to_the_uninterrupted_report(tmp_path, uninterrupted, capsys):
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "widthsearch.cli.main", *CLI_ARGS, "--out", str(out), "--json"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # the first retraining has a checkpoint: three more (and the report) are left to do
-        _wait_for(out / "retrain", "*/seed-0/model.pt", proc)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    _sigkill_run(out)
     assert main([*CLI_ARGS, "--out", str(out), "--json"]) == 2  # without --resume it is refused
     assert main([*CLI_ARGS, "--out", str(out), "--resume", "--json"]) == 0
     capsys.readouterr()
     assert _outcome(out) == uninterrupted
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker processes in /proc")
+def test_run_sigkilled_while_retraining_in_workers_resumes_to_the_uninterrupted_report(tmp_path, uninterrupted,
+                                                                                       capsys):
+    out = tmp_path / "run"
+    workers = _sigkill_run(out, "--jobs", "2")
+    assert workers  # the retraining ran in worker processes ...
+    deadline = time.monotonic() + 60
+    while not all(_exited(pid) for pid in workers):  # ... which end with their parent: none writes on
+        assert time.monotonic() < deadline, "a worker outlived the killed run"
+        time.sleep(0.01)
+    assert main([*CLI_ARGS, "--jobs", "2", "--out", str(out), "--resume", "--json"]) == 0
+    capsys.readouterr()
+    assert _outcome(out) == uninterrupted  # the numbers of the uninterrupted run in one process

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="channels that score a candidate (default: both for bcnet, left otherwise)")
     parser.add_argument("--search-images", type=int, default=None, metavar="N", help="held-out images scoring the search")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="autoslim, bcnet, netadjust: retrain up to N networks at once, each in its own process "
+                        "(default 1; the same results; on a CPU keep N x --threads within the cores)")
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
                         help="for every stage (default auto: CUDA when available)")
     parser.add_argument("--out", default="runs/autoslim", metavar="DIR", help="run folder (default runs/autoslim)")
@@ -87,7 +90,7 @@ def _comparison_text(r: dict) -> str:
 
 
 #: settings of `run` that count something, so must be positive integers when given
-_COUNTS = ("epochs", "retrain_epochs", "groups", "batch_size", "search_images", "rounds", "threads")
+_COUNTS = ("epochs", "retrain_epochs", "groups", "batch_size", "search_images", "rounds", "threads", "jobs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "seeds": _seeds(args.seeds), "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
         "threads": args.threads, "device": args.device, "rounds": args.rounds, "align": args.align,
-        "ablation": args.ablation,
+        "ablation": args.ablation, "jobs": args.jobs,
     }
     check_counts(settings, _COUNTS)  # before the supernet trains: a later stage would refuse them after hours
     start = time.time()

@@ -15,8 +15,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_text_atomic
-from widthsearch.methods.comparison import compare_networks, format_interval, format_mean_std
+from widthsearch.methods.comparison import format_interval, format_mean_std
 from widthsearch.models.user import require_width_mult
+from widthsearch.methods.retraining import check_jobs, check_seeds, retrain_pairs
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
 from widthsearch.runfolder import check_folder, folder_has_content
 from widthsearch.space import Supernet
@@ -81,10 +82,13 @@ def run_autoslim(
     and ends with the same report. Found configs and the uniform-width baselines of the same FLOPs
     are retrained with the same recipe under each of ``settings["seeds"]`` (default 0, 1, 2) and
     compared on the test split with intervals (:mod:`widthsearch.methods.comparison`).
+    ``settings["jobs"]`` (default 1): retrain in up to that many worker processes; the results do
+    not depend on it.
     """
     from widthsearch.training.evaluate import supernet_evaluator
 
     s = {**RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    jobs = check_jobs(s.pop("jobs", None))  # how the work is spread, not what it computes: not in the report
     s["seeds"] = check_seeds(s["seeds"])  # a bad list fails before any training
     require_width_mult(s["model"], "the uniform-width baselines of the retraining")  # before hours of training
     out = prepare_run_folder(out_dir, resume)
@@ -97,7 +101,7 @@ def run_autoslim(
     summary = greedy_search(net, evaluator, targets, out / "search", meta=search_meta(meta),
                             resume=search_resume, progress=progress,
                             scoring={"bn": s["bn"], "search_images": s["search_images"], "align": align})
-    rows = retrain_stage(s, out, summary["found"], resume=resume, progress=progress, echo=echo)
+    rows = retrain_stage(s, out, summary["found"], resume=resume, progress=progress, echo=echo, jobs=jobs)
     search_text = (f"{summary['steps']} greedy steps, {summary['evaluations']} supernet evaluations.\n\n"
                    "![accuracy along the greedy path](search/trajectory.png)\n\n![channels per unit](search/widths.png)")
     report = write_report(out, s, meta, rows, title="AutoSlim run", how="Greedy search", search_text=search_text,
@@ -137,22 +141,22 @@ def supernet_stage(s: Mapping[str, Any], out: Path, extra: Mapping[str, Any], *,
 
 
 def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, Any]], *, resume: bool,
-                  progress: bool, echo: Callable[[str], None]) -> list[dict[str, Any]]:
+                  progress: bool, echo: Callable[[str], None], jobs: int = 1) -> list[dict[str, Any]]:
     """Retrain every found config and the uniform-width net of its FLOPs under every seed of ``s["seeds"]``.
 
-    Each network and seed trains in ``retrain/<name>/seed-<k>/`` with one recipe; the row of a
-    target compares the two over the seeds on the test images (:func:`compare_networks`).
+    Each network and seed trains in ``retrain/<name>/seed-<k>/`` with one recipe, up to ``jobs`` at a
+    time (:func:`~widthsearch.methods.retraining.retrain_pairs`); the row of a target compares the
+    two over the seeds on the test images (:func:`~widthsearch.methods.comparison.compare_networks`).
     """
-    seeds = check_seeds(s["seeds"])
-    test, device = scoring_split(s)
+    seeds, jobs = check_seeds(s["seeds"]), check_jobs(jobs)
+    count = 2 * len(found) * len(seeds)
+    echo(f"[3/3] retrain {', '.join(e['target'] for e in found)} and their uniform baselines, seeds "
+         f"{','.join(map(str, seeds))}: {count} trainings" + (f", up to {jobs} at a time" if jobs > 1 else ""))
+    pairs = [((e["target"], {"channels": e["config"]}), (f"uniform-{e['target']}", {"uniform_flops": float(e["flops"])}))
+             for e in found]
     rows = []
-    for i, entry in enumerate(found):
-        echo(f"[3/3] retrain {entry['target']} ({i + 1}/{len(found)}) and its uniform baseline, seeds "
-             f"{','.join(map(str, seeds))}")
-        searched, uniform, comparison = retrain_pair(
-            s, out, (entry["target"], {"channels": entry["config"]}),
-            (f"uniform-{entry['target']}", {"uniform_flops": float(entry["flops"])}),
-            test=test, device=device, resume=resume, progress=progress)
+    for entry, (searched, uniform, comparison) in zip(found, retrain_pairs(s, out, pairs, resume=resume,
+                                                                            progress=progress, jobs=jobs, echo=echo)):
         rows.append({
             "target": entry["target"], "target_flops": int(entry["value"]), "flops": entry["flops"],
             "params": entry["params"], "config": entry["config"], "heldout_accuracy": entry["heldout_accuracy"],
@@ -163,64 +167,19 @@ def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, 
     return rows
 
 
-def scoring_split(s: Mapping[str, Any]):
-    """``(test split, device)`` for scoring retrained networks: the test split is fixed
-    (independent of the seed and the held-out draw)."""
-    from widthsearch.data import load_data
-    from widthsearch.training.distributed import resolve_device
-
-    return load_data(s["data"], 0.0, 0, augment="none").test, resolve_device(s["device"])
-
-
 def retrain_pair(s: Mapping[str, Any], out: Path, found: tuple[str, Mapping[str, Any]],
-                 base: tuple[str, Mapping[str, Any]], *, test, device, resume: bool,
-                 progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+                 base: tuple[str, Mapping[str, Any]], *, resume: bool, progress: bool, jobs: int = 1,
+                 echo: Callable[[str], None] | None = None,
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Retrain two networks with one recipe under every seed of ``s["seeds"]`` and compare them.
 
     ``found`` and ``base`` are ``(folder name, network)`` with the network as
     :func:`~widthsearch.training.retrain.train_network` names it (``channels=``, ``uniform_flops=``);
-    each seed trains ``retrain/<name>/seed-<k>/``, the found net first. Returns both nets' training
-    results (one per seed) and :func:`compare_networks` over the ``test`` images.
+    each seed trains ``retrain/<name>/seed-<k>/``, the found net first, up to ``jobs`` at a time.
+    Returns both nets' training results (one per seed) and
+    :func:`~widthsearch.methods.comparison.compare_networks` over the test images.
     """
-    seeds = check_seeds(s["seeds"])
-    searched, baseline = [], []
-    for seed in seeds:
-        recipe = {"model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"],
-                  "epochs": s["retrain_epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": seed,
-                  "threads": s["threads"], "device": s["device"]}
-        searched.append(_retrain(recipe, out / "retrain" / found[0] / f"seed-{seed}", resume, progress, **found[1]))
-        baseline.append(_retrain(recipe, out / "retrain" / base[0] / f"seed-{seed}", resume, progress, **base[1]))
-    comparison = compare_networks([_correct(r, test, device) for r in searched],
-                                  [_correct(r, test, device) for r in baseline], seeds)
-    return searched, baseline, comparison
-
-
-def check_seeds(seeds: Any) -> tuple[int, ...]:
-    """The retraining seeds as a tuple of distinct integers (one-line error otherwise)."""
-    try:
-        values = tuple(int(v) for v in ([seeds] if isinstance(seeds, int) else seeds))
-    except (TypeError, ValueError):
-        raise UserError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
-    if not values or len(set(values)) != len(values) or any(v < 0 for v in values):
-        raise UserError(f"--seeds {','.join(map(str, values)) or '(none)'}: give distinct non-negative seeds")
-    return values
-
-
-def _retrain(recipe: Mapping[str, Any], folder: Path, resume: bool, progress: bool, **network: Any) -> dict[str, Any]:
-    """One retraining; a resumed one takes its network from its checkpoint, so it is named only for a new one."""
-    from widthsearch.training.retrain import train_network
-
-    again = resume and (folder / "model.pt").exists()
-    return train_network(dict(recipe), folder, resume=again, progress=progress, **({} if again else network))
-
-
-def _correct(result: Mapping[str, Any], test, device) -> list[bool]:
-    """Per test image, whether the network trained into ``result["checkpoint"]`` gets it right."""
-    from widthsearch.training.evaluate import correct_predictions
-    from widthsearch.training.retrain import load_trained
-
-    model, _meta = load_trained(result["checkpoint"], device)
-    return correct_predictions(model, test.x, test.y).tolist()
+    return retrain_pairs(s, out, [(found, base)], resume=resume, progress=progress, jobs=jobs, echo=echo)[0]
 
 
 def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],

@@ -219,10 +219,12 @@ def run_bcnet(
     from widthsearch.models.user import require_width_mult
     from widthsearch.methods.autoslim import RUN_DEFAULTS as COMMON, check_seeds, prepare_run_folder, \
         retrain_stage, supernet_stage, write_report
+    from widthsearch.methods.retraining import check_jobs
     from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
     from widthsearch.training.evaluate import supernet_evaluator
 
     s = {**COMMON, **RUN_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    jobs = check_jobs(s.pop("jobs", None))  # how the retraining is spread, not what it computes: not in the report
     s["seeds"] = check_seeds(s["seeds"])  # a bad list fails before any training
     require_width_mult(s["model"], "the uniform-width baselines of the retraining")  # before hours of training
     out = prepare_run_folder(out_dir, resume)
@@ -246,7 +248,7 @@ def run_bcnet(
                                            "prior": "records"})
         found += summary["found"]
         evaluations += summary["evaluations"]
-    rows = retrain_stage(s, out, found, resume=resume, progress=progress, echo=echo)
+    rows = retrain_stage(s, out, found, resume=resume, progress=progress, echo=echo, jobs=jobs)
     plots = "\n\n".join(f"![channels per unit, flops {float(f):g}](search/flops-{float(f):g}/widths.png)"
                          for f in s["targets"])
     search_text = (f"Evolution per target (population {population}, {s['generations']} generations, initial "

@@ -549,7 +549,8 @@ def run_netadjust(
     ``report.md`` and ``report.json``. Both networks have the same FLOPs and are retrained with the
     same recipe under every seed of ``settings["seeds"]``; accuracy is on the test split. Every
     stage resumes after a kill."""
-    from widthsearch.methods.autoslim import check_seeds, prepare_run_folder, retrain_pair, scoring_split
+    from widthsearch.methods.autoslim import check_seeds, prepare_run_folder, retrain_pair
+    from widthsearch.methods.retraining import check_jobs
     from widthsearch.runfolder import RunLock
     from widthsearch.space import SpaceSpec, build_supernet
     from widthsearch.space.config import save_config
@@ -557,6 +558,7 @@ def run_netadjust(
     s = {**ADJUST_DEFAULTS, **RUN_DEFAULTS, **{k: v for k, v in settings.items()
                                                if k in _RUN_KEYS + ("retrain_epochs", "seeds") and v is not None}}
     s["seeds"] = check_seeds(s["seeds"])  # a bad list fails before any training
+    jobs = check_jobs(settings.get("jobs"))  # how the retraining is spread, not what it computes: not in the report
     out = prepare_run_folder(out_dir, resume)
     echo(f"[1/2] Network Adjustment: {s['model']} on {s['data']}, {s['rounds']} rounds of {s['epochs']} epochs")
     # an adopted folder could still be written by the `adjust` that made it (its lock moved with it)
@@ -568,11 +570,10 @@ def run_netadjust(
     original = save_config(out / "adjust" / "original.yaml", net.space, net.space.default_config(), model=s["model"],
                            space=spec.to_dict())
     echo(f"[2/2] retrain the adjusted and the original network, {s['retrain_epochs']} epochs, seeds "
-         f"{','.join(map(str, s['seeds']))}")
-    test, device = scoring_split(s)
+         f"{','.join(map(str, s['seeds']))}" + (f", up to {jobs} at a time" if jobs > 1 else ""))
     adjusted, base, comparison = retrain_pair(s, out, ("adjusted", {"channels": Path(summary["config"])}),
-                                              ("original", {"channels": original}), test=test, device=device,
-                                              resume=resume, progress=progress)
+                                              ("original", {"channels": original}), resume=resume,
+                                              progress=progress, jobs=jobs, echo=echo)
     row = {
         "target": "same FLOPs", "flops": adjusted[0]["flops"], "params": adjusted[0]["params"],
         "config": summary["config"],

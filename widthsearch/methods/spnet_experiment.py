@@ -102,6 +102,9 @@ def experiment_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     from widthsearch.methods.autoslim import check_seeds
 
     given = {k: v for k, v in settings.items() if v is not None}
+    if given.get("jobs", 1) != 1:  # its arms are joint trainings, not retrain_pairs: refused, not silently ignored
+        raise UserError("--jobs spreads the retraining of autoslim, bcnet and netadjust; run --method spnet trains "
+                        "its arms one after another, leave --jobs out")
     s = spnet_settings(given)
     del s["seed"]  # every arm runs under each of the seeds
     seeds = given.get("seeds", (given["seed"],) if "seed" in given else DEFAULT_SEEDS)

@@ -35,7 +35,7 @@ from widthsearch.training.bn_sparsity import init_bn_weights
 from widthsearch.training.channel_dropout import TrainingChannelDropout, check_drop_rate
 from widthsearch.training.checkpoint import MODEL_FORMAT, load_checkpoint, load_state_checked
 from widthsearch.training.distributed import DistContext
-from widthsearch.training.evaluate import evaluate_metrics
+from widthsearch.training.evaluate import correct_predictions, evaluate_metrics
 from widthsearch.training.loop import EpochLoop
 from widthsearch.training.skeleton import Job, TrainingKind, record_spec, run_training, spec_for_data
 from widthsearch.training.steps import plain_step
@@ -46,6 +46,8 @@ __all__ = [
     "train_network",
     "load_trained",
     "reinitialize",
+    "UniformWidth",
+    "uniform_network",
     "uniform_width_for_flops",
     "network_cost",
     "build_network",
@@ -133,6 +135,25 @@ def uniform_width_for_flops(
     return hi, above
 
 
+@dataclasses.dataclass(frozen=True)
+class UniformWidth:
+    """The uniform-width network found for a FLOPs target (:func:`uniform_network`): pass it as
+    ``train_network(uniform_flops=...)`` to train that network again (another seed) without
+    repeating the bisection."""
+
+    target_flops: float
+    width_mult: float
+    flops: int
+
+
+def uniform_network(model_name: str, data: Dataset, target_flops: float, *,
+                    model_kwargs: Mapping[str, Any] | None = None) -> UniformWidth:
+    """The network that ``train_network(uniform_flops=target_flops)`` trains, found once
+    (:func:`uniform_width_for_flops`); only ``data``'s classes and image shape matter."""
+    w, flops = uniform_width_for_flops(model_name, data, float(target_flops), model_kwargs=model_kwargs)
+    return UniformWidth(float(target_flops), float(w), int(flops))
+
+
 def build_network(spec: SpaceSpec, net: Mapping[str, Any]) -> nn.Module:
     """The static network ``net`` of the space ``spec`` (weights as built; not re-initialised).
 
@@ -169,7 +190,7 @@ def _resolve_net(
     model_kwargs: Mapping[str, Any],
     data: Dataset,
     channels: str | Path | Mapping[str, int] | None,
-    uniform_flops: float | None,
+    uniform_flops: float | UniformWidth | None,
     width_mult: float | None,
     residual: str | None,
 ) -> tuple[dict, SpaceSpec]:
@@ -191,8 +212,10 @@ def _resolve_net(
         config, _meta = load_config(channels, net.space, model=model_name, strict=False)
         return _config_entry(config, spec, str(channels)), spec
     if uniform_flops is not None:
-        w, flops = uniform_width_for_flops(model_name, data, float(uniform_flops), model_kwargs=model_kwargs)
-        net = {"kind": "width", "width_mult": float(w), "target_flops": float(uniform_flops), "flops": int(flops)}
+        uniform = uniform_flops if isinstance(uniform_flops, UniformWidth) else \
+            uniform_network(model_name, data, float(uniform_flops), model_kwargs=model_kwargs)
+        net = {"kind": "width", "width_mult": uniform.width_mult, "target_flops": uniform.target_flops,
+               "flops": uniform.flops}
     else:
         net = {"kind": "width", "width_mult": float(width_mult if width_mult is not None else 1.0)}
     spec = SpaceSpec(model_name, net["width_mult"], residual=residual or "tie", model_kwargs=model_kwargs)
@@ -213,7 +236,7 @@ def saved_network_spec(ckpt: Mapping[str, Any]) -> SpaceSpec:
 
 
 def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, channels, uniform_flops,
-           width_mult, residual) -> Job:
+           width_mult, residual, test_predictions: bool = False) -> Job:
     if ckpt is None:
         kwargs = dict(a.get("model_kwargs") or {})
         a["net"], spec = _resolve_net(a["model"], kwargs, data, channels, uniform_flops, width_mult, residual)
@@ -234,6 +257,9 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
     init_bn_weights(model, a.get("bn_init"))  # after the reinitialisation, which resets them to 1
     model.to(ctx.device)
     flops, params = network_cost(model, spec.input_shape)
+    if ckpt is None and isinstance(uniform_flops, UniformWidth) and flops != uniform_flops.flops:
+        raise UserError(f"the uniform-width network found for {uniform_flops.target_flops:.0f} FLOPs has {flops} FLOPs "
+                        f"here, not {uniform_flops.flops}: it was found for another model or data set")
     dropout = None
     if drop_units is not None:
         dropout = TrainingChannelDropout(model, drop_units, a["train_drop"], a["epochs"], a["seed"], ctx.rank)
@@ -248,8 +274,17 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
         return {"heldout_acc": found["accuracy"], "heldout_loss": found["loss"]}
 
     def summarize(loop: EpochLoop, last: dict) -> dict:
+        per_image = {}
+        if test_predictions:  # one pass gives both: the accuracy is the share of right answers
+            # only `run` asks for these, and it refuses torchrun: this process holds every image
+            correct = correct_predictions(model, data.test.x, data.test.y)
+            accuracy = int(correct.sum()) / len(correct)
+            per_image = {"test_correct": correct.tolist()}
+        else:  # every rank takes part: the test images are shared over the ranks
+            accuracy = evaluate_metrics(model, data.test.x, data.test.y, ctx=ctx)["accuracy"]
         return {
-            "accuracy": evaluate_metrics(model, data.test.x, data.test.y, ctx=ctx)["accuracy"],
+            "accuracy": accuracy,
+            **per_image,
             "flops": flops,
             "params": params,
             "network": {k: v for k, v in a["net"].items() if k not in ("channels", "select")},
@@ -280,27 +315,31 @@ def train_network(
     out_dir: str | Path,
     *,
     channels: str | Path | Mapping[str, int] | None = None,
-    uniform_flops: float | None = None,
+    uniform_flops: float | UniformWidth | None = None,
     width_mult: float | None = None,
     resume: bool = False,
     progress: bool = False,
     stop_after: int | None = None,
     echo: Callable[[str], None] | None = None,
+    test_predictions: bool = False,
 ) -> dict:
     """Train a static network from scratch and report its test accuracy.
 
     ``args``: any of :data:`TRAIN_DEFAULTS` except ``net``; the network is given by ``channels``
     (a config YAML path, or a config dict / Subnet whose widths refer to the model at
-    ``width_mult``), ``uniform_flops`` or ``width_mult`` (see the module docstring). A config
+    ``width_mult``), ``uniform_flops`` (FLOPs, or the :class:`UniformWidth` found for them before)
+    or ``width_mult`` (see the module docstring). A config
     YAML brings its own space spec (``--residual`` must agree with it). Writes ``out_dir/model.pt``
     (with ``"space"``) after every epoch, ``log.jsonl`` and ``result.json``. Returns
     ``{"accuracy", "flops", "params", "checkpoint", ...}``; ``accuracy`` is on the test split.
+    ``test_predictions=True`` adds ``test_correct``: per test image, whether the network gets it
+    right (for paired comparisons; the same pass gives ``accuracy``).
     """
     explicit = dict(args or {})
     explicit.pop("net", None)
     residual = explicit.pop("residual", None)
     build = functools.partial(_build, channels=channels, uniform_flops=uniform_flops, width_mult=width_mult,
-                              residual=residual)
+                              residual=residual, test_predictions=test_predictions)
     kind = dataclasses.replace(NETWORK_TRAINING, build=build)
     return run_training(kind, explicit, out_dir, resume=resume, progress=progress, stop_after=stop_after, echo=echo)
 

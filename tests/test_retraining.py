@@ -1,0 +1,106 @@
+"""The retraining stage of `run`: one bisection per uniform network, one test pass per training,
+the same numbers in worker processes (`--jobs`) as in this process, and a worker's error as one line."""
+from __future__ import annotations
+
+import pytest
+
+import widthsearch.training.retrain as retrain_module
+from widthsearch.data import load_data
+from widthsearch.errors import UserError
+from widthsearch.methods.retraining import Retraining, check_jobs, retrain_pairs, run_retrainings
+from widthsearch.training.retrain import train_network
+
+S = {"model": "tiny_cnn", "model_kwargs": None, "data": "digits", "retrain_epochs": 1, "batch_size": 128, "lr": 0.1,
+     "threads": 1, "device": "cpu", "seeds": (0, 1)}
+UNIFORM_FLOPS = 500_000.0
+PAIRS = [(("half", {"width_mult": 0.5}), ("uniform", {"uniform_flops": UNIFORM_FLOPS}))]
+#: result entries that measure the machine, not the training
+TIMING = ("seconds", "img_per_s", "checkpoint")
+
+
+def _numbers(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in TIMING}
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    """The pair retrained in this process, counting bisections and passes over the test images."""
+    out = tmp_path_factory.mktemp("serial")
+    test_images = len(load_data("digits", 0.0, 0, augment="none").test)
+    calls = {"bisection": 0, "test_evaluate": 0, "test_correct": 0}
+    real_bisection, real_evaluate, real_correct = (retrain_module.uniform_width_for_flops, retrain_module.evaluate,
+                                                   retrain_module.correct_predictions)
+
+    def bisection(*args, **kwargs):
+        calls["bisection"] += 1
+        return real_bisection(*args, **kwargs)
+
+    def evaluate(model, x, y, *args, **kwargs):
+        calls["test_evaluate"] += len(y) == test_images
+        return real_evaluate(model, x, y, *args, **kwargs)
+
+    def correct(model, x, y, *args, **kwargs):
+        calls["test_correct"] += len(y) == test_images
+        return real_correct(model, x, y, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(retrain_module, "uniform_width_for_flops", bisection)
+        patch.setattr(retrain_module, "evaluate", evaluate)
+        patch.setattr(retrain_module, "correct_predictions", correct)
+        [result] = retrain_pairs(S, out, PAIRS, resume=False, progress=False)
+    return out, result, calls
+
+
+def test_the_uniform_net_is_found_once_and_each_training_scores_the_test_images_once(serial):
+    out, (found, base, comparison), calls = serial
+    assert calls == {"bisection": 1, "test_evaluate": 0, "test_correct": 4}  # 2 networks x 2 seeds
+    assert [r["accuracy"] for r in found] == comparison["found"]["values"]
+    assert [r["accuracy"] for r in base] == comparison["base"]["values"]
+    assert all("test_correct" not in r for r in found + base)  # the answers went into the comparison
+    assert sorted(p.relative_to(out).as_posix() for p in out.glob("retrain/*/seed-*/model.pt")) == [
+        "retrain/half/seed-0/model.pt", "retrain/half/seed-1/model.pt",
+        "retrain/uniform/seed-0/model.pt", "retrain/uniform/seed-1/model.pt"]
+
+
+def test_the_uniform_net_found_once_is_the_one_train_network_finds_itself(serial, tmp_path):
+    _out, (_found, base, _comparison), _calls = serial
+    recipe = {k: S[k] for k in ("model", "data", "batch_size", "lr", "threads", "device")}
+    alone = train_network({**recipe, "epochs": S["retrain_epochs"], "seed": 1}, tmp_path / "alone",
+                          uniform_flops=UNIFORM_FLOPS)
+    assert alone["network"] == base[1]["network"] and alone["network"]["target_flops"] == UNIFORM_FLOPS
+    assert _numbers(alone) == _numbers(base[1])
+
+
+def test_jobs_2_gives_the_numbers_of_jobs_1(serial, tmp_path):
+    _out, (found, base, comparison), _calls = serial
+    [(found2, base2, comparison2)] = retrain_pairs(S, tmp_path, PAIRS, resume=False, progress=False, jobs=2)
+    assert comparison2 == comparison
+    assert [_numbers(r) for r in found2 + base2] == [_numbers(r) for r in found + base]
+    assert not list(tmp_path.rglob(".widthsearch.lock"))  # every worker released its folder
+
+
+def test_a_failing_training_stops_the_others_and_is_one_line(tmp_path):
+    recipe = {k: S[k] for k in ("model", "data", "batch_size", "lr", "threads", "device")}
+    long = Retraining(tmp_path / "retrain" / "long" / "seed-0", {**recipe, "epochs": 500, "seed": 0}, {})
+    bad = Retraining(tmp_path / "retrain" / "bad" / "seed-0", {**recipe, "epochs": 1, "seed": 0},
+                     {"channels": tmp_path / "missing.yaml"})
+    with pytest.raises(UserError, match=r"^bad/seed-0: .*missing\.yaml") as error:
+        run_retrainings([long, bad], jobs=2, resume=False, progress=False)
+    assert "\n" not in str(error.value)
+    assert not (long.folder / "result.json").exists()
+    assert not list(tmp_path.rglob(".widthsearch.lock"))  # stopped, and its lock released on the way out
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, "2", True])
+def test_jobs_must_be_a_positive_integer(jobs):
+    with pytest.raises(UserError, match="--jobs must be a positive integer"):
+        check_jobs(jobs)
+
+
+def test_a_uniform_width_found_for_another_model_is_refused(tmp_path):
+    from widthsearch.training.retrain import UniformWidth
+
+    recipe = {k: S[k] for k in ("model", "data", "batch_size", "lr", "threads", "device")}
+    wrong = UniformWidth(target_flops=UNIFORM_FLOPS, width_mult=0.5, flops=12345)
+    with pytest.raises(UserError, match="found for another model or data set"):
+        train_network({**recipe, "epochs": 1, "seed": 0}, tmp_path / "t", uniform_flops=wrong)
