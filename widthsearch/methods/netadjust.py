@@ -413,7 +413,8 @@ def run_rounds(
                 echo(f"round {r + 1}/{s['rounds']}: FUR probe, {s['passes']} passes on {len(y)} held-out images")
             _load_round_weights(net, config, state["pending"]["checkpoint"])
             rates = drop_rates(utilisation_weights(space, config), float(s["p0"]), float(s["max_rate"]))
-            increases = fur_probe(net, x, y, rates, passes=int(s["passes"]), seed=mix_seed(int(s["seed"]), r, 17))
+            increases = fur_probe(net, x, y, rates, passes=int(s["passes"]), seed=mix_seed(int(s["seed"]), r, 17),
+                                  progress=_probe_progress(r, s) if progress else None)
             state["pending"].update(rates=rates, increases=increases)
             state["stage"] = "adjust"
             save()
@@ -447,6 +448,22 @@ def _round_recipe(settings: Mapping) -> dict:
             "batch_size": settings["batch_size"], "lr": settings["lr"], "seed": settings["seed"],
             "heldout_fraction": settings["heldout_fraction"], "threads": settings["threads"],
             "device": settings["device"], "train_drop": settings["train_drop"]}
+
+
+def _probe_progress(r: int, s: Mapping) -> Callable[[int, int], None]:
+    """A progress line per probed unit (on CIFAR a probe takes tens of minutes on two cores)."""
+    from widthsearch.progress import Progress
+
+    bar: list[Progress] = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(Progress(total, f"round {r + 1}/{s['rounds']}: FUR probe", unit="unit"))
+        bar[0].set(done)
+        if done == total:
+            bar[0].close()
+
+    return update
 
 
 def _train_network(config_path: Path, out: Path, *, resume: bool, progress: bool, settings: Mapping) -> dict:
