@@ -28,8 +28,8 @@ def serial(tmp_path_factory):
     out = tmp_path_factory.mktemp("serial")
     test_images = len(load_data("digits", 0.0, 0, augment="none").test)
     calls = {"bisection": 0, "test_evaluate": 0, "test_correct": 0}
-    real_bisection, real_evaluate, real_correct = (retrain_module.uniform_width_for_flops, retrain_module.evaluate,
-                                                   retrain_module.correct_predictions)
+    real_bisection, real_evaluate, real_correct = (retrain_module.uniform_width_for_flops,
+                                                   retrain_module.evaluate_metrics, retrain_module.correct_predictions)
 
     def bisection(*args, **kwargs):
         calls["bisection"] += 1
@@ -45,7 +45,7 @@ def serial(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(retrain_module, "uniform_width_for_flops", bisection)
-        patch.setattr(retrain_module, "evaluate", evaluate)
+        patch.setattr(retrain_module, "evaluate_metrics", evaluate)
         patch.setattr(retrain_module, "correct_predictions", correct)
         [result] = retrain_pairs(S, out, PAIRS, resume=False, progress=False)
     return out, result, calls
