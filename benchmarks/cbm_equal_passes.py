@@ -164,8 +164,9 @@ def train(arms: list[Arm], a: argparse.Namespace, out: Path, t_start: float) -> 
         now = time.perf_counter()
         for arm in todo:
             poll_progress(arm, out, now)
-        if failed(todo):
-            for arm in failed(todo):
+        broken = failed(todo)
+        if broken:
+            for arm in broken:
                 say(f"{arm.name} FAILED (exit {arm.proc.returncode}):\n{tail(arm.log(out))}")
             for arm in todo:
                 stop(arm)
