@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO))
 
 from widthsearch.deploy import measure_runtime_latency  # noqa: E402
 from widthsearch.formatting import parse_shape  # noqa: E402
-from widthsearch.latency import LatencyTable, build_table, cpu_model  # noqa: E402
+from widthsearch.latency import LatencyTable, build_table, cpu_model, spread_config  # noqa: E402
+from widthsearch.models import model_info  # noqa: E402
 from widthsearch.search.constraints import Constraint  # noqa: E402
 from widthsearch.search.evolution import evolution_search  # noqa: E402
 from widthsearch.space.spec import SpaceSpec, build_supernet  # noqa: E402
@@ -45,27 +46,31 @@ def parse_models(text: str) -> list[tuple[str, tuple[int, ...]]]:
     return out
 
 
-def spread_config(space, rng: random.Random) -> dict:
-    """A config whose FLOPs lie anywhere between the smallest and the largest net.
-
-    Independently random widths average out: their FLOPs (and latencies) crowd around the middle,
-    so the spread of latencies is small against the measurement noise. Here one global fraction f,
-    uniform in [0, 1], sets every unit's choice index to f * (choices - 1), moved by a Gaussian of
-    one choice's width, which keeps the per-unit variety the table has to predict."""
-    f = rng.random()
-    config = {}
-    for unit in space.units:
-        top = len(unit.choices) - 1
-        index = min(top, max(0, round(f * top + rng.gauss(0.0, 1.0))))
-        config[unit.name] = unit.choices[index]
-    return config
-
-
 def draw_configs(space, args, seed: int) -> list[dict]:
     rng = random.Random(seed)
     if args.sampling == "spread":
         return [spread_config(space, rng) for _ in range(args.configs)]
     return [space.random_config(rng) for _ in range(args.configs)]
+
+
+def measure_configs(net, configs: list[dict], example: torch.Tensor,
+                    args) -> tuple[list[float], list[float], list[list[float]]]:
+    """Each config's latency: the median over ``--rounds`` rounds, each round over all configs, odd
+    rounds backwards (a drift in the machine's speed then spreads over all configs instead of
+    inflating a run of neighbours); the seconds one measurement took, export included; and every
+    round's value of each config."""
+    rounds: list[list[float]] = [[] for _ in configs]
+    seconds = []
+    for r in range(args.rounds):
+        order = range(len(configs)) if r % 2 == 0 else range(len(configs) - 1, -1, -1)
+        for i in order:
+            start = time.perf_counter()
+            static = net.export(configs[i])
+            rounds[i].append(measure_runtime_latency(static, example, runtime=args.runtime, runs=args.runs,
+                                                     warmup=args.warmup, threads=args.threads,
+                                                     clock=args.clock).median_ms)
+            seconds.append(time.perf_counter() - start)
+    return [statistics.median(r) for r in rounds], seconds, rounds
 
 
 def compare(net, table: LatencyTable, args, shape) -> dict:
@@ -75,34 +80,26 @@ def compare(net, table: LatencyTable, args, shape) -> dict:
     for _ in range(args.prediction_repeats):
         predicted = [table.predict(c) for c in configs]
     predict_s = (time.perf_counter() - start) / (args.prediction_repeats * len(configs))
-    measured, measure_times = [], []
     example = torch.randn(args.batch_size, *shape)
-    for config in configs:
-        start = time.perf_counter()
-        static = net.export(config)
-        latency = measure_runtime_latency(static, example, runtime=args.runtime, runs=args.runs,
-                                          warmup=args.warmup, threads=args.threads, clock=args.clock)
-        measure_times.append(time.perf_counter() - start)
-        measured.append(latency.median_ms)
+    measured, measure_times, measured_rounds = measure_configs(net, configs, example, args)
     p, m = np.array(predicted), np.array(measured)
     errors = np.abs(p - m) / m * 100.0
     retest = {}
     if args.retest:  # the same configs measured again: how far the measurement agrees with itself
-        again = np.array([measure_runtime_latency(net.export(c), example, runtime=args.runtime, runs=args.runs,
-                                                  warmup=args.warmup, threads=args.threads,
-                                                  clock=args.clock).median_ms for c in configs])
+        again_median, _, again_rounds = measure_configs(net, configs, example, args)
+        again = np.array(again_median)
         retest = {"retest_pearson_r": float(np.corrcoef(m, again)[0, 1]),
                   "retest_mae_percent": float((np.abs(again - m) / m * 100.0).mean()),
                   "retest_pearson_r_prediction": float(np.corrcoef(p, again)[0, 1]),
                   "retest_mae_percent_prediction": float((np.abs(p - again) / again * 100.0).mean()),
-                  "retest_ms": again.tolist()}
+                  "retest_ms": again.tolist(), "retest_rounds_ms": again_rounds}
     return {**retest,
         "configs": len(configs), "sampling": args.sampling, "pearson_r": float(np.corrcoef(p, m)[0, 1]),
         "mae_percent": float(errors.mean()), "max_error_percent": float(errors.max()),
         "bias_percent": float(((p - m) / m * 100.0).mean()),
         "measured_ms_range": [float(m.min()), float(m.max())],
         "seconds_per_prediction": predict_s, "seconds_per_measurement": statistics.fmean(measure_times),
-        "pairs": [[float(a), float(b)] for a, b in zip(predicted, measured)],
+        "pairs": [[float(a), float(b)] for a, b in zip(predicted, measured)], "measured_rounds_ms": measured_rounds,
     }
 
 
@@ -159,14 +156,15 @@ def search_cost(net, table: LatencyTable, budget_ms: float, seconds_per_measurem
 
 
 def run_model(name: str, shape, args) -> dict:
+    shape = shape or tuple(model_info(name)["input_shape"])  # the model's own input when none is given
     spec = SpaceSpec(name, input_shape=shape, groups=args.groups, residual=args.residual)
     net, spec = build_supernet(spec)
     out = Path(args.out_dir) / (f"{name}_{'x'.join(map(str, spec.input_shape))}_{args.runtime}_t{args.threads}"
-                                f"_{args.clock}_g{args.grid or 'all'}.json")
+                                f"_{args.clock}_g{args.grid or 'all'}_p{args.passes}.json")
     start = time.perf_counter()
     doc = build_table(net, spec, out, runtime=args.runtime, threads=args.threads, batch_size=args.batch_size,
                       runs=args.runs, warmup=args.warmup, grid=args.grid, references=args.references,
-                      clock=args.clock, resume=out.exists(), progress=True)
+                      clock=args.clock, passes=args.passes, resume=out.exists(), progress=True)
     table = LatencyTable(doc, source=str(out))
     torch.set_num_threads(args.threads)
     result = {"model": name, "input": list(spec.input_shape), "table": str(out),
@@ -198,6 +196,9 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=None)
     parser.add_argument("--references", type=int, default=20)
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"])
+    parser.add_argument("--passes", type=int, default=1, help="the table's --passes: median of that many passes")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the configs in that many rounds (odd ones backwards) and keep each one's median")
     parser.add_argument("--prediction-repeats", type=int, default=20)
     parser.add_argument("--retest", action="store_true",
                         help="measure every config a second time: the agreement of the measurement with itself")

@@ -6,7 +6,9 @@ block's widths), so every expected number is computed independently from the exp
 """
 import json
 import random
+import statistics
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -74,8 +76,29 @@ def test_calibration_is_a_rising_line_through_the_references():
     from widthsearch.latency import calibrate
 
     assert calibrate([1.0, 2.0, 3.0], [12.0, 14.0, 16.0]) == pytest.approx((10.0, 2.0))
-    assert calibrate([1.0, 2.0], [12.0, 14.0]) == pytest.approx((11.5, 1.0))  # two references: offset only
-    assert calibrate([1.0, 2.0, 3.0], [16.0, 14.0, 12.0]) == pytest.approx((12.0, 1.0))  # falling: offset only
+    # two references: offset only, the residuals 11 and 12 weighted by 1/12^2 and 1/14^2
+    assert calibrate([1.0, 2.0], [12.0, 14.0]) == pytest.approx(((11 / 144 + 12 / 196) / (1 / 144 + 1 / 196), 1.0))
+    # falling: offset only, the residuals 15, 12, 9 weighted by 1/16^2, 1/14^2, 1/12^2
+    weights = [1 / 256, 1 / 196, 1 / 144]
+    expected = sum(w * r for w, r in zip(weights, [15, 12, 9])) / sum(weights)
+    assert calibrate([1.0, 2.0, 3.0], [16.0, 14.0, 12.0]) == pytest.approx((expected, 1.0))
+
+
+def test_calibration_minimises_the_relative_error_not_the_milliseconds():
+    """Small nets count as much as large ones: the fitted line has the least sum of squared
+    relative errors, and misses a 10 ms reference less than a millisecond fit would."""
+    from widthsearch.latency import calibrate
+
+    sums, measured = [5.0, 8.0, 20.0, 60.0, 100.0], [10.0, 13.0, 30.0, 75.0, 140.0]
+
+    def relative(offset, scale):
+        return sum(((offset + scale * x - y) / y) ** 2 for x, y in zip(sums, measured))
+
+    offset, scale = calibrate(sums, measured)
+    for d_offset, d_scale in [(0.01, 0), (-0.01, 0), (0, 0.001), (0, -0.001), (0.01, -0.001)]:
+        assert relative(offset, scale) < relative(offset + d_offset, scale + d_scale)
+    ms_scale, ms_offset = np.polyfit(sums, measured, 1)
+    assert abs(offset + scale * 5 - 10) < abs(ms_offset + ms_scale * 5 - 10)
 
 
 def test_blocks_fuse_conv_bn_and_activation_and_cover_every_layer(tmp_path):
@@ -139,6 +162,86 @@ def test_building_resumes_after_an_interruption_to_the_same_table(tmp_path):
     assert len(counted) == total - 50  # only what was missing was measured
     assert [b["ms"] for b in resumed["blocks"]] == [b["ms"] for b in fresh["blocks"]]
     assert resumed["offset_ms"] == pytest.approx(fresh["offset_ms"]) and resumed["complete"]
+
+
+def test_passes_keep_the_median_and_alternate_their_order(tmp_path):
+    """With a speed that drifts, each entry is the median of its passes; odd passes run backwards;
+    an interruption in the second pass resumes to the same table."""
+    net, spec = build_supernet(SpaceSpec("tiny_cnn", groups=3))
+    order = []
+
+    def drifting(module, x):  # every call a little slower: a slow minute on a shared machine
+        order.append(module)
+        return fake_measure(module, x) * (1.0 + 0.01 * len(order))
+
+    doc = build_table(net, spec, tmp_path / "lut.json", references=4, passes=3, measure=drifting)
+    entries = sum(len(b["ms"]) for b in doc["blocks"]) + 4
+    assert len(order) == 3 * entries and doc["complete"] and doc["passes"] == 3
+    for block in doc["blocks"]:
+        for ms, samples in zip(block["ms"], block["samples"]):
+            assert len(samples) == 3 and ms == statistics.median(samples)
+    for ref in doc["reference_configs"]:
+        assert ref["measured_ms"] == statistics.median(ref["samples"])
+    first, second = order[:entries], order[entries:2 * entries]
+    assert [type(m) for m in second] != [type(m) for m in first]  # the second pass runs backwards
+    assert isinstance(first[0], nn.Sequential) and not isinstance(second[0], nn.Sequential)  # references first
+    assert [type(m) for m in second] == [type(m) for m in first][::-1]
+
+    calls = []
+
+    def dies_in_pass_two(module, x):
+        if len(calls) == entries + 7:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return drifting(module, x)
+
+    out = tmp_path / "partial.json"
+    order.clear()
+    with pytest.raises(KeyboardInterrupt):
+        build_table(net, spec, out, references=4, passes=3, measure=dies_in_pass_two)
+    with pytest.raises(UserError, match="passes"):
+        build_table(net, spec, out, references=4, passes=2, resume=True, measure=drifting)
+    resumed = build_table(net, spec, out, references=4, passes=3, resume=True, measure=drifting)
+    assert [b["ms"] for b in resumed["blocks"]] == [b["ms"] for b in doc["blocks"]]
+    assert resumed["offset_ms"] == pytest.approx(doc["offset_ms"])
+
+
+def test_a_table_written_before_passes_existed_still_loads_and_resumes(tmp_path):
+    net, spec = build_supernet(SpaceSpec("tiny_cnn", groups=3))
+    doc = build_table(net, spec, tmp_path / "lut.json", references=4, measure=fake_measure)
+    old = json.loads((tmp_path / "lut.json").read_text())
+    del old["passes"]
+    for block in old["blocks"]:
+        del block["samples"]
+        block["ms"][-1] = None  # one entry left unmeasured
+    for ref in old["reference_configs"]:
+        del ref["samples"]
+    old["complete"] = False
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    calls = []
+    resumed = build_table(net, spec, tmp_path / "old.json", references=4, resume=True,
+                          measure=lambda m, x: calls.append(1) or fake_measure(m, x))
+    assert len(calls) == len(old["blocks"]) and resumed["complete"]
+    assert [b["ms"] for b in resumed["blocks"]] == [b["ms"] for b in doc["blocks"]]
+
+
+def test_references_spread_over_the_flops_range():
+    """Beyond the 5 uniform ones, the references' FLOPs cover the range instead of crowding in the
+    middle as independent random widths do."""
+    from widthsearch.latency import reference_configs
+
+    net, _ = build_supernet(SpaceSpec("resnet20", input_shape=(3, 16, 16), groups=8))
+    space = net.space
+    low, high = space.cost(space.min_config()).flops, space.cost(space.max_config()).flops
+
+    def fractions(configs):
+        return sorted((space.cost(c).flops - low) / (high - low) for c in configs)
+
+    spread = fractions(reference_configs(space, 45)[5:])
+    rng = random.Random(0)
+    independent = fractions([space.random_config(rng) for _ in range(40)])
+    assert spread[3] < 0.1 and spread[-4] > 0.7
+    assert independent[3] > spread[3] and independent[-4] < spread[-4]
 
 
 def test_cli_latency_table_then_profile_reports_predicted_beside_measured(tmp_path, capsys):

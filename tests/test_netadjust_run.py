@@ -11,13 +11,12 @@ import pytest
 import torch
 import yaml
 
-import widthsearch.training.retrain as retrain_module
 from widthsearch.cli.main import main
 from widthsearch.errors import UserError
 from widthsearch.methods import netadjust as na
 from widthsearch.runfolder import RunLock
 from widthsearch.space import SpaceSpec, build_supernet
-from helpers.kills import Killed, die_when_called, quiet as _quiet
+from helpers.kills import Killed, die_when_called, kill_in_retraining, quiet as _quiet
 
 # digits with tiny_cnn; batches of 256 keep each epoch short
 SETTINGS = {"rounds": 1, "epochs": 1, "retrain_epochs": 1, "batch_size": 256, "seeds": (0, 1), "threads": 1}
@@ -100,21 +99,9 @@ def _kill_round(monkeypatch):
 
 
 def _kill_retrain(at: int):
-    """Kill at the ``at``-th retraining (1-based: adjusted seed 0, original seed 0, adjusted seed 1, ...)."""
-
-    def patch(monkeypatch):
-        real = retrain_module.train_network
-        calls = {"n": 0}
-
-        def stopped(args, out_dir, **options):
-            calls["n"] += "retrain" in Path(out_dir).parts  # the rounds' training goes through it too
-            if calls["n"] == at and "retrain" in Path(out_dir).parts:
-                raise Killed
-            return real(args, out_dir, **options)
-
-        monkeypatch.setattr(retrain_module, "train_network", stopped)
-
-    return patch
+    """Kill before the ``at``-th retraining (1-based: adjusted seed 0, original seed 0, adjusted seed 1, ...);
+    the rounds' training goes through the same function and does not count."""
+    return kill_in_retraining(at, counted=lambda out_dir: "retrain" in Path(out_dir).parts)
 
 
 def _kill_report(monkeypatch):

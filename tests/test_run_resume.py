@@ -18,11 +18,10 @@ import yaml
 
 import widthsearch.methods.autoslim as autoslim
 evaluate_module = importlib.import_module("widthsearch.training.evaluate")
-import widthsearch.training.retrain as retrain_module
 import widthsearch.training.slimmable as slimmable_module
 from widthsearch.cli.main import main
 from widthsearch.methods.autoslim import run_autoslim
-from helpers.kills import Killed, die_when_called, kill_9, quiet as _quiet, start_cli, wait_for_file as _wait_for
+from helpers.kills import Killed, die_when_called, kill_9, kill_in_retraining, quiet as _quiet, start_cli, wait_for_file as _wait_for
 
 SETTINGS = {"epochs": 2, "retrain_epochs": 2, "targets": (0.5,), "groups": 4, "threads": 1, "seeds": (0, 1),
             "search_images": 300}
@@ -75,21 +74,7 @@ def _kill_search(monkeypatch):
 
 def _kill_retrain(at: int):
     """Kill inside the ``at``-th retraining (1-based: found seed 0, uniform seed 0, found seed 1, ...)."""
-
-    def patch(monkeypatch):
-        real = retrain_module.train_network
-        calls = {"n": 0}
-
-        def stopped(args, out_dir, **options):
-            calls["n"] += 1
-            if calls["n"] == at:
-                real(args, out_dir, **{**options, "stop_after": 1})
-                raise Killed
-            return real(args, out_dir, **options)
-
-        monkeypatch.setattr(retrain_module, "train_network", stopped)
-
-    return patch
+    return kill_in_retraining(at, after_one_epoch=True)
 
 
 def _kill_report(monkeypatch):

@@ -14,13 +14,19 @@ and predicts a config's latency as the sum of its blocks' entries plus a constan
   that many widths per side, evenly spread over the possible ones; other widths are then
   interpolated (bilinearly on two sides, linearly on one).
 * What the blocks leave out is calibrated on ``references`` whole-network measurements (uniform
-  configs from the smallest to the largest, then seeded random ones): the prediction is
-  ``offset + scale * sum of blocks``, the least-squares line through the references (a constant
-  ``offset`` alone when there are fewer than 3). The offset holds what does not grow with the
+  configs from the smallest to the largest, then seeded configs spread over the same range): the
+  prediction is ``offset + scale * sum of blocks``, the line through the references that is least
+  wrong *relative to* each measurement (a constant ``offset`` alone when there are fewer than 3).
+  Relative, because a search compares a 20 ms net with a 250 ms one: fitted in milliseconds, the
+  largest references set the line and the smallest nets came out 1.6x too slow (resnet50,
+  docs/benchmarks.md). The offset holds what does not grow with the
   widths (residual adds, pooling, per-op overhead); the scale what does: in a network every
   block's output is fresh memory that the allocator often has to page in, while a block measured
   alone reuses the buffer it just freed, so on glibc a wide network runs slower than the sum of
   its blocks alone (docs/deploy.md).
+* ``passes`` > 1 measures every entry and reference that many times, each pass over the whole
+  table in alternating order, and keeps the median: on a shared machine the speed drifts over
+  minutes, and a single pass lets a slow minute inflate one stage's blocks all together.
 
 The table is plain JSON: the space spec it was measured for, the runtime, threads and batch size,
 each block's width expressions, grid and milliseconds. :class:`LatencyTable` predicts from that
@@ -56,7 +62,9 @@ TABLE_FORMAT = "widthsearch.latency-table/1"
 #: an expression with more possible widths than this (a concat of many units) is measured on an even grid
 MAX_EXACT_WIDTHS = 256
 #: fields of the table that must match to continue building it (``--resume``)
-SETTINGS = ("space", "runtime", "threads", "batch_size", "runs", "warmup", "grid", "references", "clock")
+SETTINGS = ("space", "runtime", "threads", "batch_size", "runs", "warmup", "grid", "references", "clock", "passes")
+#: the value of a setting that tables written before it existed had
+SETTING_DEFAULTS = {"passes": 1}
 CLOCKS = ("wall", "cpu")
 
 Measure = Callable[[nn.Module, torch.Tensor], float]
@@ -295,9 +303,26 @@ def runtime_measure(runtime: str, runs: int, warmup: int, threads: int, clock: s
 _UNIFORM_REFERENCES = 5
 
 
+def spread_config(space: Any, rng: random.Random) -> dict[str, int]:
+    """A config whose FLOPs lie anywhere between the smallest and the largest net.
+
+    Independently random widths average out: their FLOPs (and latencies) crowd around the middle.
+    Here one global fraction f, uniform in [0, 1], sets every unit's choice index to
+    f * (choices - 1), moved by a Gaussian of one choice's width, which keeps the per-unit variety
+    a search meets."""
+    f = rng.random()
+    config = {}
+    for unit in space.units:
+        top = len(unit.choices) - 1
+        index = min(top, max(0, round(f * top + rng.gauss(0.0, 1.0))))
+        config[unit.name] = unit.choices[index]
+    return config
+
+
 def reference_configs(space: Any, count: int, seed: int = 0) -> list[dict[str, int]]:
     """``count`` configs that calibrate offset and scale: up to 5 uniform ones from the smallest to
-    the largest, then seeded random ones (the widths a search meets)."""
+    the largest, then seeded ones spread over the same range (:func:`spread_config`): random
+    widths would all sit near the middle and leave the line's ends to the 5 uniform ones."""
     if count < 1:
         raise UserError(f"--references must be at least 1, got {count}")
     if count == 1:
@@ -307,26 +332,28 @@ def reference_configs(space: Any, count: int, seed: int = 0) -> list[dict[str, i
     configs += [space.uniform_config(i / (uniform - 1)) for i in range(1, uniform - 1)]
     configs.append(space.max_config())
     rng = random.Random(seed)
-    return configs + [space.random_config(rng) for _ in range(count - uniform)]
+    return configs + [spread_config(space, rng) for _ in range(count - uniform)]
 
 
 # ---- building a table --------------------------------------------------------------------------------
 def new_table(net: Any, spec: Any, *, runtime: str, threads: int, batch_size: int, runs: int, warmup: int,
-              grid: int | None, references: int, clock: str = "wall") -> dict[str, Any]:
+              grid: int | None, references: int, clock: str = "wall", passes: int = 1) -> dict[str, Any]:
     """An empty table (nothing measured yet) for the supernet ``net`` of ``spec``."""
-    if batch_size < 1 or runs < 1 or warmup < 0 or threads < 1:
-        raise UserError("--batch-size, --runs and --threads must be at least 1 and --warmup at least 0")
+    if batch_size < 1 or runs < 1 or warmup < 0 or threads < 1 or passes < 1:
+        raise UserError("--batch-size, --runs, --threads and --passes must be at least 1 and --warmup at least 0")
     check_clock(clock, threads)
     blocks = [{
         "name": b.name, "layers": b.layers, "kind": b.kind, "input": b.input_shape,
         "in": b.in_expr, "out": b.out_expr, "axes": b.axes, "grid": b.grid,
-        "ms": [None] * len(b.points()),
+        "ms": [None] * len(b.points()), "samples": [[] for _ in b.points()],
     } for b in plan_blocks(net, grid)]
-    refs = [{"config": c, "measured_ms": None, "sum_ms": None} for c in reference_configs(net.space, references)]
+    refs = [{"config": c, "measured_ms": None, "sum_ms": None, "samples": []}
+            for c in reference_configs(net.space, references)]
     return {
         "format": TABLE_FORMAT, "space": spec.to_dict(), "runtime": runtime, "threads": int(threads),
         "batch_size": int(batch_size), "runs": int(runs), "warmup": int(warmup), "grid": grid,
-        "references": int(references), "clock": clock, "units": [u.name for u in net.space.units],
+        "references": int(references), "clock": clock, "passes": int(passes),
+        "units": [u.name for u in net.space.units],
         "environment": environment(runtime), "blocks": blocks, "reference_configs": refs,
         "offset_ms": None, "scale": None, "complete": False, "measure_seconds": 0.0,
     }
@@ -354,10 +381,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _setting(table: Mapping[str, Any], key: str) -> Any:
+    return table.get(key, SETTING_DEFAULTS.get(key))
+
+
+def _block_samples(entry: dict[str, Any]) -> list[list[float]]:
+    """The measurements of each grid point so far (a table written before passes existed kept
+    only the value)."""
+    if "samples" not in entry:
+        entry["samples"] = [[] if v is None else [v] for v in entry["ms"]]
+    return entry["samples"]
+
+
+def _reference_samples(ref: dict[str, Any]) -> list[float]:
+    if "samples" not in ref:
+        ref["samples"] = [] if ref["measured_ms"] is None else [ref["measured_ms"]]
+    return ref["samples"]
+
+
 def pending(table: Mapping[str, Any]) -> int:
-    """Measurements still to make (grid points and reference configs)."""
-    return (sum(v is None for b in table["blocks"] for v in b["ms"])
-            + sum(r["measured_ms"] is None for r in table["reference_configs"]))
+    """Measurements still to make (grid points and reference configs, over all passes)."""
+    passes = _setting(table, "passes")
+    return (sum(max(0, passes - len(s)) for b in table["blocks"] for s in _block_samples(b))
+            + sum(max(0, passes - len(_reference_samples(r))) for r in table["reference_configs"]))
 
 
 def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Callable[[dict], Any] | None = None,
@@ -369,7 +415,7 @@ def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Calla
     if progress:
         from widthsearch.progress import Progress
 
-        total = sum(len(b["ms"]) for b in table["blocks"]) + len(table["reference_configs"])
+        total = (sum(len(b["ms"]) for b in table["blocks"]) + len(table["reference_configs"])) * _setting(table, "passes")
         bar = Progress(total, "latency table", unit="measurement", initial=total - pending(table))
     started = last_save = time.perf_counter()
     spent = float(table.get("measure_seconds") or 0.0)
@@ -382,24 +428,37 @@ def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Calla
             save(table)
             last_save = now
 
+    passes = _setting(table, "passes")
+    example = SpaceSpec.from_dict(table["space"]).example_input(table["batch_size"])
+
+    def measure_point(entry: dict[str, Any], i: int) -> None:
+        plan = plans[entry["name"]]
+        module, x = block_module(plan, *plan.widths_at(plan.points()[i]), batch_size=table["batch_size"])
+        samples = _block_samples(entry)[i]
+        samples.append(float(measure(module, x)))
+        if len(samples) == passes:
+            entry["ms"][i] = statistics.median(samples)
+
+    def measure_reference(ref: dict[str, Any]) -> None:
+        static = net.export(dict(ref["config"])).eval()
+        samples = _reference_samples(ref)
+        samples.append(float(measure(static, torch.randn_like(example))))
+        if len(samples) == passes:
+            ref["measured_ms"] = statistics.median(samples)
+
+    # every pass measures the blocks' points, then the references; odd passes run the same sequence
+    # backwards, so that a drift in speed does not hit the same entries each time
+    sequence = ([(_block_samples(e)[i], measure_point, (e, i), e["name"])
+                 for e in table["blocks"] for i in range(len(e["ms"]))]
+                + [(_reference_samples(r), measure_reference, (r,), "whole network") for r in table["reference_configs"]])
     try:
-        for entry in table["blocks"]:
-            plan = plans[entry["name"]]
-            for i, point in enumerate(plan.points()):
-                if entry["ms"][i] is not None:
+        for this_pass in range(passes):
+            for samples, measure_one, where, label in (sequence if this_pass % 2 == 0 else sequence[::-1]):
+                if len(samples) > this_pass:
                     continue
-                module, x = block_module(plan, *plan.widths_at(point), batch_size=table["batch_size"])
-                entry["ms"][i] = float(measure(module, x))
+                measure_one(*where)
                 if bar is not None:
-                    bar.update(1, block=entry["name"])
-                checkpoint()
-        example = SpaceSpec.from_dict(table["space"]).example_input(table["batch_size"])
-        for ref in table["reference_configs"]:
-            if ref["measured_ms"] is None:
-                static = net.export(dict(ref["config"])).eval()
-                ref["measured_ms"] = float(measure(static, torch.randn_like(example)))
-                if bar is not None:
-                    bar.update(1, block="whole network")
+                    bar.update(1, block=label)
                 checkpoint()
     except BaseException:  # interrupted (Ctrl-C, a failed measurement): keep what was measured
         checkpoint(force=True)
@@ -432,16 +491,21 @@ def finish(table: dict[str, Any]) -> None:
 
 
 def calibrate(sums: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
-    """(offset, scale) of the least-squares line ``measured = offset + scale * sum``; with fewer
-    than 3 references, sums that do not vary, or a line that does not rise (noise swamping tiny
-    networks: a wider config cannot be predicted faster), the scale stays 1 and the offset is the
-    mean residual."""
-    n = len(sums)
-    mean_s, mean_m = statistics.fmean(sums), statistics.fmean(measured)
-    spread = sum((x - mean_s) ** 2 for x in sums)
-    if n < 3 or spread <= 1e-12 * max(1.0, mean_s ** 2):
+    """(offset, scale) of the line ``measured = offset + scale * sum`` that minimises the squared
+    *relative* errors, sum of ((offset + scale * s - m) / m)^2: least squares weighted by 1/m^2.
+    With fewer than 3 references, sums that do not vary, or a line that does not rise (noise
+    swamping tiny networks: a wider config cannot be predicted faster), the scale stays 1 and the
+    offset is the weighted mean residual."""
+    weights = [1.0 / (m * m) if m > 0 else 0.0 for m in measured]
+    total = math.fsum(weights)
+    if total <= 0:
+        raise UserError("every reference measured 0 ms or less: the clock cannot time this model")
+    mean_s = math.fsum(w * x for w, x in zip(weights, sums)) / total
+    mean_m = math.fsum(w * y for w, y in zip(weights, measured)) / total
+    spread = math.fsum(w * (x - mean_s) ** 2 for w, x in zip(weights, sums))
+    if len(sums) < 3 or spread <= 1e-12 * max(1.0, mean_s ** 2) * total:
         return mean_m - mean_s, 1.0
-    scale = sum((x - mean_s) * (y - mean_m) for x, y in zip(sums, measured)) / spread
+    scale = math.fsum(w * (x - mean_s) * (y - mean_m) for w, x, y in zip(weights, sums, measured)) / spread
     if not scale > 0:
         return mean_m - mean_s, 1.0
     return mean_m - scale * mean_s, scale
@@ -452,8 +516,8 @@ def check_resumable(saved: Mapping[str, Any], fresh: Mapping[str, Any], path: Pa
     if saved.get("format") != TABLE_FORMAT:
         raise UserError(f"{path} is not a widthsearch latency table; use another --out")
     for key in SETTINGS:
-        if saved.get(key) != fresh.get(key):
-            raise UserError(f"{path} was started with {key} {_short(saved.get(key))}, not {_short(fresh.get(key))}; "
+        if _setting(saved, key) != fresh.get(key):
+            raise UserError(f"{path} was started with {key} {_short(_setting(saved, key))}, not {_short(fresh.get(key))}; "
                             "resume with the same settings or use another --out")
     shape = [(b["name"], b["grid"]) for b in saved["blocks"]]
     if shape != [(b["name"], b["grid"]) for b in fresh["blocks"]]:
@@ -467,16 +531,17 @@ def _short(value: Any) -> str:
 
 def build_table(net: Any, spec: Any, out: str | Path, *, runtime: str = "torch", threads: int = 1,
                 batch_size: int = 1, runs: int = 10, warmup: int = 3, grid: int | None = None, references: int = 20,
-                clock: str = "wall", resume: bool = False, force: bool = False, progress: bool = False,
-                measure: Measure | None = None) -> dict[str, Any]:
+                clock: str = "wall", passes: int = 1, resume: bool = False, force: bool = False,
+                progress: bool = False, measure: Measure | None = None) -> dict[str, Any]:
     """Measure the latency table of ``net`` (the supernet of ``spec``) and write it to ``out``.
 
-    ``threads`` is fixed for the whole measurement (and restored after); ``resume`` continues a
-    partial table at ``out``; ``measure`` replaces the runtime's timer (tests).
+    ``threads`` is fixed for the whole measurement (and restored after); ``passes`` measures
+    everything that many times and keeps the median; ``resume`` continues a partial table at
+    ``out``; ``measure`` replaces the runtime's timer (tests).
     """
     out = Path(out)
     fresh = new_table(net, spec, runtime=runtime, threads=threads, batch_size=batch_size, runs=runs,
-                      warmup=warmup, grid=grid, references=references, clock=clock)
+                      warmup=warmup, grid=grid, references=references, clock=clock, passes=passes)
     table = fresh
     if out.exists():
         if resume:
@@ -664,8 +729,8 @@ def summary(table: Mapping[str, Any]) -> dict[str, Any]:
         "model": table["space"]["model"], "runtime": table["runtime"], "threads": table["threads"],
         "batch_size": table["batch_size"], "grid": table["grid"], "blocks": len(table["blocks"]),
         "measurements": sum(len(b["ms"]) for b in table["blocks"]), "references": len(refs),
-        "clock": table["clock"], "offset_ms": table["offset_ms"], "scale": table["scale"],
-        "complete": table["complete"], "measure_seconds": round(float(table.get("measure_seconds") or 0.0), 1),
+        "clock": table["clock"], "passes": _setting(table, "passes"), "offset_ms": table["offset_ms"],
+        "scale": table["scale"], "complete": table["complete"], "measure_seconds": round(float(table.get("measure_seconds") or 0.0), 1),
         "reference_ms": [{"measured_ms": r["measured_ms"], "predicted_ms": None if not table["complete"] else
                           table["offset_ms"] + table["scale"] * r["sum_ms"]} for r in refs],
     }

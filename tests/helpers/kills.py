@@ -69,3 +69,29 @@ def kill_9(proc: subprocess.Popen) -> None:
     if proc.returncode != -signal.SIGKILL:
         said = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
         pytest.fail(f"the process exited with {proc.returncode} before the kill: {said}")
+
+
+def kill_in_retraining(at: int, *, counted: Callable[[str], bool] = lambda out_dir: True,
+                       after_one_epoch: bool = False) -> Callable[[pytest.MonkeyPatch], None]:
+    """A patch that kills the ``at``-th counted call (1-based) of ``train_network`` in
+    ``widthsearch.training.retrain``: before it trains anything, or, with ``after_one_epoch``, once
+    its first epoch is saved. ``counted(out_dir)`` says which calls count (a method's own rounds
+    may train through the same function)."""
+    import widthsearch.training.retrain as retrain_module
+
+    def patch(monkeypatch: pytest.MonkeyPatch) -> None:
+        real = retrain_module.train_network
+        calls = {"n": 0}
+
+        def stopped(args, out_dir, **options):
+            if counted(str(out_dir)):
+                calls["n"] += 1
+                if calls["n"] == at:
+                    if after_one_epoch:
+                        real(args, out_dir, **{**options, "stop_after": 1})
+                    raise Killed
+            return real(args, out_dir, **options)
+
+        monkeypatch.setattr(retrain_module, "train_network", stopped)
+
+    return patch

@@ -33,7 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "others (default: every width the space allows)")
     parser.add_argument("--references", type=int, default=20, metavar="N",
                         help="whole-network measurements (5 uniform configs from the smallest to the largest, then "
-                        "random ones) that calibrate the offset and scale of the sum of layers (default 20)")
+                        "seeded ones spread over that range) that calibrate the offset and scale of the sum of "
+                        "layers (default 20)")
+    parser.add_argument("--passes", type=int, default=1, metavar="P",
+                        help="measure every layer width and reference P times, each pass over the whole table in "
+                        "alternating order, and keep the median: steadier on a shared machine whose speed drifts "
+                        "(default 1)")
     parser.add_argument("--clock", default="wall", choices=list(CLOCKS),
                         help="wall (default) or cpu: CPU time of the calling thread, with --threads 1 only; on a "
                         "shared machine it leaves out the time other processes get")
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     net, spec = build_supernet(space_spec(args))
     table = build_table(net, spec, args.out, runtime=args.runtime, threads=args.threads, batch_size=args.batch_size,
                         runs=args.runs, warmup=args.warmup, grid=args.grid, references=args.references,
-                        clock=args.clock, resume=args.resume, force=args.force, progress=not args.json)
+                        clock=args.clock, passes=args.passes, resume=args.resume, force=args.force, progress=not args.json)
     result = {"out": str(args.out), **summary(table)}
     if args.json:
         print_json(result)
