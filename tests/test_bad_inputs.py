@@ -39,6 +39,8 @@ ROWS = [
     ("space-width-nan", ["space", "--model", "tiny_cnn", "--width-mult", "nan"], "width_mult must be a positive"),
     # profile
     ("profile-runs", ["profile", "--model", "tiny_cnn", "--latency", "--runs", "0"], "--runs must be at least 1"),
+    ("latency-table-passes", ["latency-table", "--model", "tiny_cnn", "--passes", "0", "--out", "lut.json"],
+     "--passes must be at least 1"),
     ("profile-input", ["profile", "--model", "tiny_cnn", "--input", "3x8x8"], "bad input shape"),
     ("profile-config-file", ["profile", "--model", "tiny_cnn", "--channels", "afile"], "expected a mapping"),
     ("profile-classes", ["profile", "--model", "tiny_cnn", "--num-classes", "0"], "num_classes must be a positive"),

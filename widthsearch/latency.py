@@ -402,8 +402,11 @@ def _reference_samples(ref: dict[str, Any]) -> list[float]:
 def pending(table: Mapping[str, Any]) -> int:
     """Measurements still to make (grid points and reference configs, over all passes)."""
     passes = _setting(table, "passes")
-    return (sum(max(0, passes - len(s)) for b in table["blocks"] for s in _block_samples(b))
-            + sum(max(0, passes - len(_reference_samples(r))) for r in table["reference_configs"]))
+    made = [len(s) if "samples" in b else int(v is not None) for b in table["blocks"]
+            for s, v in zip(b.get("samples", b["ms"]), b["ms"])]
+    made += [len(r["samples"]) if "samples" in r else int(r["measured_ms"] is not None)
+             for r in table["reference_configs"]]
+    return sum(max(0, passes - n) for n in made)
 
 
 def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Callable[[dict], Any] | None = None,
@@ -730,7 +733,8 @@ def summary(table: Mapping[str, Any]) -> dict[str, Any]:
         "batch_size": table["batch_size"], "grid": table["grid"], "blocks": len(table["blocks"]),
         "measurements": sum(len(b["ms"]) for b in table["blocks"]), "references": len(refs),
         "clock": table["clock"], "passes": _setting(table, "passes"), "offset_ms": table["offset_ms"],
-        "scale": table["scale"], "complete": table["complete"], "measure_seconds": round(float(table.get("measure_seconds") or 0.0), 1),
+        "scale": table["scale"], "complete": table["complete"],
+        "measure_seconds": round(float(table.get("measure_seconds") or 0.0), 1),
         "reference_ms": [{"measured_ms": r["measured_ms"], "predicted_ms": None if not table["complete"] else
                           table["offset_ms"] + table["scale"] * r["sum_ms"]} for r in refs],
     }
