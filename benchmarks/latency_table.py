@@ -8,8 +8,14 @@ latency-constrained evolution (score: the config's FLOPs, the most compute under
 budget) runs on the table, and the same search's cost with measurement is the number of distinct
 configs whose latency it needed times the mean measurement time above.
 
+``--rounds R`` measures the configs R times over (odd rounds backwards) and keeps each one's
+median; ``--retest`` measures them all again, to show how far the machine agrees with itself;
+``--plot PNG`` draws predicted against measured, and ``--replot JSON --plot PNG`` redraws it from
+an earlier ``--json`` without measuring.
+
     python benchmarks/latency_table.py --models mobilenet_v2:3x224x224,resnet50:3x224x224 \
-        --configs 100 --threads 1 --out-dir runs/latency_bench --json runs/latency_bench/result.json
+        --configs 100 --sampling spread --threads 1 --passes 3 --rounds 3 --retest \
+        --out-dir runs/latency_bench --json runs/latency_bench/result.json --plot runs/latency_bench/latency.png
 
 Tables are kept in ``--out-dir`` and resumed, so an interrupted run continues where it stopped.
 """
@@ -178,6 +184,51 @@ def run_model(name: str, shape, args) -> dict:
     return result
 
 
+def plot_results(results: list[dict], path: str | Path, cpu: str) -> Path:
+    """Predicted against measured latency, one panel per model: the mean of both measurements when
+    ``--retest`` ran (else the one), with y = x and the ±10 % band of the goal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.6 * len(results), 4.4), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        predicted = np.array([p for p, _ in r["pairs"]])
+        measured = np.array([m for _, m in r["pairs"]])
+        label = "measured (ms)"
+        if r.get("retest_ms"):
+            measured, label = (measured + np.array(r["retest_ms"])) / 2, "measured, mean of both measurements (ms)"
+        r_value = np.corrcoef(predicted, measured)[0, 1]
+        mae = float(np.mean(np.abs(predicted - measured) / measured) * 100)
+        line = np.array([min(measured.min(), predicted.min()), max(measured.max(), predicted.max())])
+        ax.fill_between(line, 0.9 * line, 1.1 * line, color="0.85", label="±10 %")
+        ax.plot(line, line, "k-", lw=0.8, label="predicted = measured")
+        ax.plot(measured, predicted, ".", ms=5, label=f"{len(measured)} configs: r {r_value:.3f}, MAE {mae:.1f} %")
+        ticks = []
+        for mantissas in ((1, 1.5, 2, 3, 4, 5, 7), (1, 2, 3, 5), (1, 2, 5)):  # the finest that gives at most 8
+            ticks = [m * 10 ** e for e in range(-1, 5) for m in mantissas if line[0] / 1.1 <= m * 10 ** e <= line[1] * 1.1]
+            if len(ticks) <= 8:
+                break
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(FixedLocator(ticks))
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(label)
+        ax.set_ylabel("predicted by the latency table (ms)")
+        ax.set_title(f"{r['model']} {'x'.join(map(str, r['input']))}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"Latency table vs measurement, {cpu}, 1 thread", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mobilenet_v2:3x224x224,resnet50:3x224x224")
@@ -204,7 +255,16 @@ def main() -> None:
                         help="measure every config a second time: the agreement of the measurement with itself")
     parser.add_argument("--out-dir", default="runs/latency_bench")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="draw predicted against measured latency here")
+    parser.add_argument("--replot", default=None, metavar="JSON",
+                        help="measure nothing: draw --plot from the results an earlier --json wrote")
     args = parser.parse_args()
+    if args.replot:
+        if not args.plot:
+            parser.error("--replot needs --plot")
+        doc = json.loads(Path(args.replot).read_text())
+        print(plot_results(doc["results"], args.plot, doc["cpu"]))
+        return
     torch.manual_seed(args.seed)
     results = []
     for name, shape in parse_models(args.models):
@@ -226,6 +286,8 @@ def main() -> None:
         for g, e in r.get("grid_error", {}).items():
             print(f"  --grid {g}: {e['measurements']} measurements, prediction off the full table by "
                   f"{e['mean_percent']:.2f} % on average, {e['max_percent']:.2f} % at most", flush=True)
+    if args.plot:
+        plot_results(results, args.plot, cpu_model())
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "torch": torch.__version__, "args": vars(args),
