@@ -206,11 +206,34 @@ def test_passes_keep_the_median_and_alternate_their_order(tmp_path):
     assert resumed["offset_ms"] == pytest.approx(doc["offset_ms"])
 
 
+def test_statistic_min_keeps_the_fastest_pass_and_is_a_resume_setting(tmp_path):
+    net, spec = build_supernet(SpaceSpec("tiny_cnn", groups=3))
+    calls = []
+
+    def noisy(module, x):  # every second call slowed down by another process
+        calls.append(1)
+        return fake_measure(module, x) * (1.5 if len(calls) % 2 else 1.0)
+
+    doc = build_table(net, spec, tmp_path / "lut.json", references=4, passes=2, statistic="min", measure=noisy)
+    assert doc["statistic"] == "min"
+    for block in doc["blocks"]:
+        assert block["ms"] == [min(s) for s in block["samples"]]
+    for ref in doc["reference_configs"]:
+        assert ref["measured_ms"] == min(ref["samples"])
+    clean = build_table(net, spec, tmp_path / "clean.json", references=4, measure=fake_measure)
+    # each entry had one slowed and one clean pass (the second pass runs backwards): min is the clean one
+    assert [v for b in doc["blocks"] for v in b["ms"]] == pytest.approx([v for b in clean["blocks"] for v in b["ms"]])
+    with pytest.raises(UserError, match="statistic"):
+        build_table(net, spec, tmp_path / "lut.json", references=4, passes=2, resume=True, measure=noisy)
+    with pytest.raises(UserError, match="unknown statistic"):
+        build_table(net, spec, tmp_path / "other.json", statistic="mean", measure=noisy)
+
+
 def test_a_table_written_before_passes_existed_still_loads_and_resumes(tmp_path):
     net, spec = build_supernet(SpaceSpec("tiny_cnn", groups=3))
     doc = build_table(net, spec, tmp_path / "lut.json", references=4, measure=fake_measure)
     old = json.loads((tmp_path / "lut.json").read_text())
-    del old["passes"]
+    del old["passes"], old["statistic"]
     for block in old["blocks"]:
         del block["samples"]
         block["ms"][-1] = None  # one entry left unmeasured

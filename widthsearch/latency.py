@@ -25,8 +25,10 @@ and predicts a config's latency as the sum of its blocks' entries plus a constan
   alone reuses the buffer it just freed, so on glibc a wide network runs slower than the sum of
   its blocks alone (docs/deploy.md).
 * ``passes`` > 1 measures every entry and reference that many times, each pass over the whole
-  table in alternating order, and keeps the median: on a shared machine the speed drifts over
-  minutes, and a single pass lets a slow minute inflate one stage's blocks all together.
+  table in alternating order, and keeps the median or, with ``statistic="min"``, the fastest: on
+  a shared machine the speed drifts over minutes, and a single pass lets a slow minute inflate one
+  stage's blocks all together. Other processes only ever slow a measurement down, so the fastest
+  of a few passes repeats far better there than the median (docs/benchmarks.md).
 
 The table is plain JSON: the space spec it was measured for, the runtime, threads and batch size,
 each block's width expressions, grid and milliseconds. :class:`LatencyTable` predicts from that
@@ -62,10 +64,13 @@ TABLE_FORMAT = "widthsearch.latency-table/1"
 #: an expression with more possible widths than this (a concat of many units) is measured on an even grid
 MAX_EXACT_WIDTHS = 256
 #: fields of the table that must match to continue building it (``--resume``)
-SETTINGS = ("space", "runtime", "threads", "batch_size", "runs", "warmup", "grid", "references", "clock", "passes")
+SETTINGS = ("space", "runtime", "threads", "batch_size", "runs", "warmup", "grid", "references", "clock", "passes",
+            "statistic")
 #: the value of a setting that tables written before it existed had
-SETTING_DEFAULTS = {"passes": 1}
+SETTING_DEFAULTS = {"passes": 1, "statistic": "median"}
 CLOCKS = ("wall", "cpu")
+#: how the passes' measurements of one entry are combined
+STATISTICS = {"median": statistics.median, "min": min}
 
 Measure = Callable[[nn.Module, torch.Tensor], float]
 #: a width expression: terms ``{"units": [names], "repeat": r}`` (the widest of the units, times r)
@@ -337,10 +342,13 @@ def reference_configs(space: Any, count: int, seed: int = 0) -> list[dict[str, i
 
 # ---- building a table --------------------------------------------------------------------------------
 def new_table(net: Any, spec: Any, *, runtime: str, threads: int, batch_size: int, runs: int, warmup: int,
-              grid: int | None, references: int, clock: str = "wall", passes: int = 1) -> dict[str, Any]:
+              grid: int | None, references: int, clock: str = "wall", passes: int = 1,
+              statistic: str = "median") -> dict[str, Any]:
     """An empty table (nothing measured yet) for the supernet ``net`` of ``spec``."""
     if batch_size < 1 or runs < 1 or warmup < 0 or threads < 1 or passes < 1:
         raise UserError("--batch-size, --runs, --threads and --passes must be at least 1 and --warmup at least 0")
+    if statistic not in STATISTICS:
+        raise UserError(f"unknown statistic {statistic!r}; choose one of: {', '.join(STATISTICS)}")
     check_clock(clock, threads)
     blocks = [{
         "name": b.name, "layers": b.layers, "kind": b.kind, "input": b.input_shape,
@@ -352,7 +360,7 @@ def new_table(net: Any, spec: Any, *, runtime: str, threads: int, batch_size: in
     return {
         "format": TABLE_FORMAT, "space": spec.to_dict(), "runtime": runtime, "threads": int(threads),
         "batch_size": int(batch_size), "runs": int(runs), "warmup": int(warmup), "grid": grid,
-        "references": int(references), "clock": clock, "passes": int(passes),
+        "references": int(references), "clock": clock, "passes": int(passes), "statistic": statistic,
         "units": [u.name for u in net.space.units],
         "environment": environment(runtime), "blocks": blocks, "reference_configs": refs,
         "offset_ms": None, "scale": None, "complete": False, "measure_seconds": 0.0,
@@ -431,7 +439,7 @@ def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Calla
             save(table)
             last_save = now
 
-    passes = _setting(table, "passes")
+    passes, combine = _setting(table, "passes"), STATISTICS[_setting(table, "statistic")]
     example = SpaceSpec.from_dict(table["space"]).example_input(table["batch_size"])
 
     def measure_point(entry: dict[str, Any], i: int) -> None:
@@ -440,14 +448,14 @@ def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Calla
         samples = _block_samples(entry)[i]
         samples.append(float(measure(module, x)))
         if len(samples) == passes:
-            entry["ms"][i] = statistics.median(samples)
+            entry["ms"][i] = combine(samples)
 
     def measure_reference(ref: dict[str, Any]) -> None:
         static = net.export(dict(ref["config"])).eval()
         samples = _reference_samples(ref)
         samples.append(float(measure(static, torch.randn_like(example))))
         if len(samples) == passes:
-            ref["measured_ms"] = statistics.median(samples)
+            ref["measured_ms"] = combine(samples)
 
     # every pass measures the blocks' points, then the references; odd passes run the same sequence
     # backwards, so that a drift in speed does not hit the same entries each time
@@ -534,17 +542,18 @@ def _short(value: Any) -> str:
 
 def build_table(net: Any, spec: Any, out: str | Path, *, runtime: str = "torch", threads: int = 1,
                 batch_size: int = 1, runs: int = 10, warmup: int = 3, grid: int | None = None, references: int = 20,
-                clock: str = "wall", passes: int = 1, resume: bool = False, force: bool = False,
-                progress: bool = False, measure: Measure | None = None) -> dict[str, Any]:
+                clock: str = "wall", passes: int = 1, statistic: str = "median", resume: bool = False,
+                force: bool = False, progress: bool = False, measure: Measure | None = None) -> dict[str, Any]:
     """Measure the latency table of ``net`` (the supernet of ``spec``) and write it to ``out``.
 
     ``threads`` is fixed for the whole measurement (and restored after); ``passes`` measures
-    everything that many times and keeps the median; ``resume`` continues a partial table at
+    everything that many times and keeps the ``statistic`` (median or min); ``resume`` continues a partial table at
     ``out``; ``measure`` replaces the runtime's timer (tests).
     """
     out = Path(out)
     fresh = new_table(net, spec, runtime=runtime, threads=threads, batch_size=batch_size, runs=runs,
-                      warmup=warmup, grid=grid, references=references, clock=clock, passes=passes)
+                      warmup=warmup, grid=grid, references=references, clock=clock, passes=passes,
+                      statistic=statistic)
     table = fresh
     if out.exists():
         if resume:
@@ -732,7 +741,8 @@ def summary(table: Mapping[str, Any]) -> dict[str, Any]:
         "model": table["space"]["model"], "runtime": table["runtime"], "threads": table["threads"],
         "batch_size": table["batch_size"], "grid": table["grid"], "blocks": len(table["blocks"]),
         "measurements": sum(len(b["ms"]) for b in table["blocks"]), "references": len(refs),
-        "clock": table["clock"], "passes": _setting(table, "passes"), "offset_ms": table["offset_ms"],
+        "clock": table["clock"], "passes": _setting(table, "passes"), "statistic": _setting(table, "statistic"),
+        "offset_ms": table["offset_ms"],
         "scale": table["scale"], "complete": table["complete"],
         "measure_seconds": round(float(table.get("measure_seconds") or 0.0), 1),
         "reference_ms": [{"measured_ms": r["measured_ms"], "predicted_ms": None if not table["complete"] else

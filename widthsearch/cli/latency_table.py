@@ -11,7 +11,7 @@ from widthsearch.cli.common import add_model_arguments, add_space_arguments, mod
 from widthsearch.cli.main import print_json
 from widthsearch.deploy import RUNTIMES
 from widthsearch.errors import UserError
-from widthsearch.latency import CLOCKS, build_table, summary
+from widthsearch.latency import CLOCKS, STATISTICS, build_table, summary
 from widthsearch.space.spec import SpaceSpec, build_supernet
 
 
@@ -37,8 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "layers (default 20)")
     parser.add_argument("--passes", type=int, default=1, metavar="P",
                         help="measure every layer width and reference P times, each pass over the whole table in "
-                        "alternating order, and keep the median: steadier on a shared machine whose speed drifts "
-                        "(default 1)")
+                        "alternating order, and keep the --statistic of the P values: steadier on a shared machine "
+                        "whose speed drifts (default 1)")
+    parser.add_argument("--statistic", default="median", choices=list(STATISTICS),
+                        help="how --passes combine: median (default) or min, the fastest pass; other processes only "
+                        "slow a measurement down, so on a shared machine min repeats better")
     parser.add_argument("--clock", default="wall", choices=list(CLOCKS),
                         help="wall (default) or cpu: CPU time of the calling thread, with --threads 1 only; on a "
                         "shared machine it leaves out the time other processes get")
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     net, spec = build_supernet(space_spec(args))
     table = build_table(net, spec, args.out, runtime=args.runtime, threads=args.threads, batch_size=args.batch_size,
                         runs=args.runs, warmup=args.warmup, grid=args.grid, references=args.references,
-                        clock=args.clock, passes=args.passes, resume=args.resume, force=args.force, progress=not args.json)
+                        clock=args.clock, passes=args.passes, statistic=args.statistic, resume=args.resume, force=args.force, progress=not args.json)
     result = {"out": str(args.out), **summary(table)}
     if args.json:
         print_json(result)
