@@ -64,8 +64,8 @@ def measure_configs(net, configs: list[dict], example: torch.Tensor,
                     args) -> tuple[list[float], list[float], list[list[float]]]:
     """Each config's latency: the ``--statistic`` (median or min) over ``--rounds`` rounds, each
     round over all configs, odd rounds backwards (a drift in the machine's speed then spreads over
-    all configs instead of inflating a run of neighbours); the seconds one measurement took, export included; and every
-    round's value of each config."""
+    all configs instead of inflating a run of neighbours); the seconds one measurement took, export
+    included; and every round's value of each config."""
     rounds: list[list[float]] = [[] for _ in configs]
     seconds = []
     for r in range(args.rounds):
