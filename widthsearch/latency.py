@@ -389,32 +389,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _setting(table: Mapping[str, Any], key: str) -> Any:
-    return table.get(key, SETTING_DEFAULTS.get(key))
-
-
-def _block_samples(entry: dict[str, Any]) -> list[list[float]]:
-    """The measurements of each grid point so far (a table written before passes existed kept
-    only the value)."""
-    if "samples" not in entry:
-        entry["samples"] = [[] if v is None else [v] for v in entry["ms"]]
-    return entry["samples"]
-
-
-def _reference_samples(ref: dict[str, Any]) -> list[float]:
-    if "samples" not in ref:
-        ref["samples"] = [] if ref["measured_ms"] is None else [ref["measured_ms"]]
-    return ref["samples"]
+def _upgrade(doc: dict[str, Any]) -> dict[str, Any]:
+    """A table as this version writes it: one written before ``passes`` and ``statistic`` existed
+    gets their values of then, and every measurement made becomes its entry's one sample."""
+    for key, value in SETTING_DEFAULTS.items():
+        doc.setdefault(key, value)
+    for block in doc.get("blocks", []):
+        block.setdefault("samples", [[] if v is None else [v] for v in block["ms"]])
+    for ref in doc.get("reference_configs", []):
+        ref.setdefault("samples", [] if ref["measured_ms"] is None else [ref["measured_ms"]])
+    return doc
 
 
 def pending(table: Mapping[str, Any]) -> int:
     """Measurements still to make (grid points and reference configs, over all passes)."""
-    passes = _setting(table, "passes")
-    made = [len(s) if "samples" in b else int(v is not None) for b in table["blocks"]
-            for s, v in zip(b.get("samples", b["ms"]), b["ms"])]
-    made += [len(r["samples"]) if "samples" in r else int(r["measured_ms"] is not None)
-             for r in table["reference_configs"]]
-    return sum(max(0, passes - n) for n in made)
+    made = [len(s) for b in table["blocks"] for s in b["samples"]] + [len(r["samples"]) for r in table["reference_configs"]]
+    return sum(max(0, table["passes"] - n) for n in made)
 
 
 def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Callable[[dict], Any] | None = None,
@@ -426,7 +416,7 @@ def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Calla
     if progress:
         from widthsearch.progress import Progress
 
-        total = (sum(len(b["ms"]) for b in table["blocks"]) + len(table["reference_configs"])) * _setting(table, "passes")
+        total = (sum(len(b["ms"]) for b in table["blocks"]) + len(table["reference_configs"])) * table["passes"]
         bar = Progress(total, "latency table", unit="measurement", initial=total - pending(table))
     started = last_save = time.perf_counter()
     spent = float(table.get("measure_seconds") or 0.0)
@@ -439,29 +429,29 @@ def fill_table(table: dict[str, Any], net: Any, measure: Measure, *, save: Calla
             save(table)
             last_save = now
 
-    passes, combine = _setting(table, "passes"), STATISTICS[_setting(table, "statistic")]
+    passes, combine = table["passes"], STATISTICS[table["statistic"]]
     example = SpaceSpec.from_dict(table["space"]).example_input(table["batch_size"])
 
     def measure_point(entry: dict[str, Any], i: int) -> None:
         plan = plans[entry["name"]]
         module, x = block_module(plan, *plan.widths_at(plan.points()[i]), batch_size=table["batch_size"])
-        samples = _block_samples(entry)[i]
+        samples = entry["samples"][i]
         samples.append(float(measure(module, x)))
         if len(samples) == passes:
             entry["ms"][i] = combine(samples)
 
     def measure_reference(ref: dict[str, Any]) -> None:
         static = net.export(dict(ref["config"])).eval()
-        samples = _reference_samples(ref)
+        samples = ref["samples"]
         samples.append(float(measure(static, torch.randn_like(example))))
         if len(samples) == passes:
             ref["measured_ms"] = combine(samples)
 
     # every pass measures the blocks' points, then the references; odd passes run the same sequence
     # backwards, so that a drift in speed does not hit the same entries each time
-    sequence = ([(_block_samples(e)[i], measure_point, (e, i), e["name"])
+    sequence = ([(e["samples"][i], measure_point, (e, i), e["name"])
                  for e in table["blocks"] for i in range(len(e["ms"]))]
-                + [(_reference_samples(r), measure_reference, (r,), "whole network") for r in table["reference_configs"]])
+                + [(r["samples"], measure_reference, (r,), "whole network") for r in table["reference_configs"]])
     try:
         for this_pass in range(passes):
             for samples, measure_one, where, label in (sequence if this_pass % 2 == 0 else sequence[::-1]):
@@ -527,8 +517,8 @@ def check_resumable(saved: Mapping[str, Any], fresh: Mapping[str, Any], path: Pa
     if saved.get("format") != TABLE_FORMAT:
         raise UserError(f"{path} is not a widthsearch latency table; use another --out")
     for key in SETTINGS:
-        if _setting(saved, key) != fresh.get(key):
-            raise UserError(f"{path} was started with {key} {_short(_setting(saved, key))}, not {_short(fresh.get(key))}; "
+        if saved.get(key) != fresh.get(key):
+            raise UserError(f"{path} was started with {key} {_short(saved.get(key))}, not {_short(fresh.get(key))}; "
                             "resume with the same settings or use another --out")
     shape = [(b["name"], b["grid"]) for b in saved["blocks"]]
     if shape != [(b["name"], b["grid"]) for b in fresh["blocks"]]:
@@ -584,7 +574,7 @@ def read_table(path: str | Path) -> dict[str, Any]:
         raise UserError(f"latency table {path} is not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != TABLE_FORMAT:
         raise UserError(f"{path} is not a widthsearch latency table (format {TABLE_FORMAT})")
-    return doc
+    return _upgrade(doc)
 
 
 def load_table(path: str | Path) -> "LatencyTable":
@@ -741,7 +731,7 @@ def summary(table: Mapping[str, Any]) -> dict[str, Any]:
         "model": table["space"]["model"], "runtime": table["runtime"], "threads": table["threads"],
         "batch_size": table["batch_size"], "grid": table["grid"], "blocks": len(table["blocks"]),
         "measurements": sum(len(b["ms"]) for b in table["blocks"]), "references": len(refs),
-        "clock": table["clock"], "passes": _setting(table, "passes"), "statistic": _setting(table, "statistic"),
+        "clock": table["clock"], "passes": table["passes"], "statistic": table["statistic"],
         "offset_ms": table["offset_ms"],
         "scale": table["scale"], "complete": table["complete"],
         "measure_seconds": round(float(table.get("measure_seconds") or 0.0), 1),
