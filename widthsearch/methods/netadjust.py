@@ -357,6 +357,7 @@ def run_rounds(
     from widthsearch.data import load_data
     from widthsearch.space import SpaceSpec, build_supernet
     from widthsearch.space.config import save_config
+    from widthsearch.training.distributed import resolve_device
     from widthsearch.training.recipe import check_recipe
 
     s = {**ADJUST_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
@@ -413,8 +414,15 @@ def run_rounds(
                 echo(f"round {r + 1}/{s['rounds']}: FUR probe, {s['passes']} passes on {len(y)} held-out images")
             _load_round_weights(net, config, state["pending"]["checkpoint"])
             rates = drop_rates(utilisation_weights(space, config), float(s["p0"]), float(s["max_rate"]))
-            increases = fur_probe(net, x, y, rates, passes=int(s["passes"]), seed=mix_seed(int(s["seed"]), r, 17),
-                                  progress=_probe_progress(r, s) if progress else None)
+            # the probe is 5 passes x units x held-out images of forward passes: on the run's device,
+            # not on the CPU where the supernet is built (it goes back there for the outputs)
+            net.model.to(resolve_device(str(s["device"])))
+            try:
+                increases = fur_probe(net, x, y, rates, passes=int(s["passes"]),
+                                      seed=mix_seed(int(s["seed"]), r, 17),
+                                      progress=_probe_progress(r, s) if progress else None)
+            finally:
+                net.model.to("cpu")
             state["pending"].update(rates=rates, increases=increases)
             state["stage"] = "adjust"
             save()

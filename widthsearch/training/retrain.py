@@ -88,10 +88,13 @@ def reinitialize(model: nn.Module) -> nn.Module:
 
 
 def network_cost(model: nn.Module, input_shape) -> tuple[int, int]:
-    """(FLOPs as MACs of conv + linear, parameters) of a static network."""
+    """(FLOPs as MACs of conv + linear, parameters) of a static network, on whatever device it is
+    (a run resumed on a GPU counts a model that is already there)."""
     from widthsearch.costs import count_flops, count_params
 
-    return count_flops(model, torch.zeros(1, *[int(s) for s in input_shape])), count_params(model)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    example = torch.zeros(1, *[int(s) for s in input_shape], device=device)
+    return count_flops(model, example), count_params(model)
 
 
 def uniform_width_for_flops(
