@@ -97,7 +97,7 @@ ROWS = [
     ("run-retrain-epochs", ["run", "--retrain-epochs", "0", "--out", "new"], "--retrain-epochs must be a positive"),
     ("run-method", ["run", "--method", "annealing", "--out", "new"], "unknown method 'annealing'"),
     ("run-jobs", ["run", "--jobs", "0", "--out", "new"], "--jobs must be a positive integer"),
-    ("run-spnet-jobs", ["run", "--method", "spnet", "--jobs", "2", "--out", "new"], "run --method spnet trains its arms"),
+    ("run-spnet-jobs", ["run", "--method", "spnet", "--jobs", "-1", "--out", "new"], "--jobs must be a positive integer"),
     ("run-resume-missing", ["run", "--resume", "--out", "missing"], "missing does not exist"),
     ("run-not-empty", ["run", "--out", "sn"], "sn is not empty"),
     ("run-spnet-seeds", ["run", "--method", "spnet", "--seeds", "1,1", "--out", "new"], "give distinct"),

@@ -104,3 +104,14 @@ def test_a_uniform_width_found_for_another_model_is_refused(tmp_path):
     wrong = UniformWidth(target_flops=UNIFORM_FLOPS, width_mult=0.5, flops=12345)
     with pytest.raises(UserError, match="found for another model or data set"):
         train_network({**recipe, "epochs": 1, "seed": 0}, tmp_path / "t", uniform_flops=wrong)
+
+
+def test_network_cost_counts_a_model_where_it_is():
+    # a run resumed on a GPU counts a model that is already there; the "meta" device stands in for
+    # it on a CPU-only machine (an example input left on the CPU fails on meta weights as on CUDA)
+    from widthsearch.models import build_model
+    from widthsearch.training.retrain import network_cost
+
+    model = build_model("resnet20", num_classes=10)
+    on_cpu = network_cost(model, (3, 32, 32))
+    assert network_cost(model.to("meta"), (3, 32, 32)) == on_cpu == (40813184, 272474)

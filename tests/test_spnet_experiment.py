@@ -154,6 +154,27 @@ def test_a_run_interrupted_anywhere_resumes_to_the_same_report(tmp_path, uninter
     assert _outcome(out) == _outcome(uninterrupted[1])
 
 
+def test_jobs_2_runs_the_seeds_side_by_side_to_the_same_report(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    lines = []
+
+    def killed_when_a_seed_is_done(line: str) -> None:  # the other seed's worker may still be training
+        if line.endswith("every arm done"):
+            raise Killed
+
+    with pytest.raises(Killed):
+        experiment.run_spnet_experiment({**SETTINGS, "jobs": 2}, out, progress=False, echo=killed_when_a_seed_is_done)
+    state = json.loads((out / experiment.STATE_FILE).read_text())
+    assert sorted(state["arms"]) in (["nopad:0", "snet:0", "spnet:0"], ["nopad:1", "snet:1", "spnet:1"])
+    experiment.run_spnet_experiment({**SETTINGS, "jobs": 2}, out, resume=True, progress=False, echo=lines.append)
+    assert _outcome(out) == _outcome(uninterrupted[1])
+    left = 1 if "spnet:0" in state["arms"] else 0  # only the seed that was not done runs again
+    assert lines == [f"== seed {left}: every arm, up to 2 seeds at a time", f"== seed {left}: every arm done",
+                     "== report"]
+    with pytest.raises(ValueError, match="jobs 1"):
+        experiment.run_spnet_experiment({**SETTINGS, "jobs": 2}, tmp_path / "other", echo=None, stop_after=bool)
+
+
 def test_a_finished_run_is_not_overwritten_and_a_resume_keeps_its_settings(uninterrupted):
     _, out = uninterrupted
     before = (out / "report.md").read_text()

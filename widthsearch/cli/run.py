@@ -47,8 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--search-images", type=int, default=None, metavar="N", help="held-out images scoring the search")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
-                        help="autoslim, bcnet, netadjust: retrain up to N networks at once, each in its own process "
-                        "(default 1; the same results; on a CPU keep N x --threads within the cores)")
+                        help="autoslim, bcnet, netadjust: retrain up to N networks at once; spnet: run up to N seeds' "
+                        "arms at once; each in its own process (default 1; the same results; on a CPU keep "
+                        "N x --threads within the cores)")
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
                         help="for every stage (default auto: CUDA when available)")
     parser.add_argument("--out", default="runs/autoslim", metavar="DIR", help="run folder (default runs/autoslim)")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -102,10 +103,7 @@ def experiment_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     from widthsearch.methods.autoslim import check_seeds
 
     given = {k: v for k, v in settings.items() if v is not None}
-    if given.get("jobs", 1) != 1:  # its arms are joint trainings, not retrain_pairs: refused, not silently ignored
-        raise UserError("--jobs spreads the retraining of autoslim, bcnet and netadjust; run --method spnet trains "
-                        "its arms one after another, leave --jobs out")
-    s = spnet_settings(given)
+    s = spnet_settings(given)  # without ``jobs``: how the seeds are spread, not what they compute
     del s["seed"]  # every arm runs under each of the seeds
     seeds = given.get("seeds", (given["seed"],) if "seed" in given else DEFAULT_SEEDS)
     s["seeds"] = list(check_seeds(seeds))
@@ -139,10 +137,15 @@ def run_spnet_experiment(
     run to the same report. ``stop_after(stage)`` returning True ends the call after a stage
     (``spnet:<seed>``, ``snet:<seed>``, ``nopad:<seed>``, or SP-Net's own stages as
     ``spnet:<seed>:<stage>``); tests interrupt with it. Returns ``{"stopped_after": stage}`` then.
+    ``settings["jobs"]`` > 1 runs the seeds side by side in worker processes, to the same numbers.
     """
     from widthsearch.methods.autoslim import prepare_run_folder
+    from widthsearch.methods.retraining import check_jobs
 
     s = experiment_settings(settings)
+    jobs = check_jobs(settings.get("jobs"))
+    if jobs > 1 and stop_after is not None:
+        raise ValueError("stop_after interrupts the arms of one process: give it with jobs 1")
     out = Path(out_dir)
     plan = SpnetPlan(_arm_settings(s, s["seeds"][0], s["residual"]))  # every check before anything is written
     out = prepare_run_folder(out, resume)
@@ -156,45 +159,106 @@ def run_spnet_experiment(
     images = epoch_images(len(plan.data.train), int(s["batch_size"]))
     snet_configs = _snet_configs(s, plan, out / "snet" / "configs")
 
+    def save() -> None:
+        write_json_atomic(out / STATE_FILE, state)
+
     def finished(stage: str, result: Mapping[str, Any]) -> bool:
         arms[stage] = dict(result)
-        write_json_atomic(out / STATE_FILE, state)
+        save()
         return bool(stop_after and stop_after(stage))
 
-    write_json_atomic(out / STATE_FILE, state)
-    for n, seed in enumerate(s["seeds"], start=1):
-        where = f"seed {seed} ({n}/{len(s['seeds'])})"
-        stage = f"spnet:{seed}"
-        if stage not in arms:
-            say(f"== SP-Net arm, {where}: bases, pruning, sorting, joint fine-tune (residual pad)")
-            arm = _spnet_arm(s, seed, "pad", out / "spnet" / f"seed-{seed}", images, progress, echo,
-                             _nested(stop_after, stage))
-            if arm is None:
-                return {"stopped_after": stage}
-            if finished(stage, arm):
-                return {"stopped_after": stage}
-        stage = f"snet:{seed}"
-        if stage not in arms:
-            epochs, exact = matching_epochs(arms[f"spnet:{seed}"]["compute"]["total"],
-                                            [c["flops"] for c in snet_configs], images)
-            say(f"== S-Net arm, {where}: {len(snet_configs)} uniform nets jointly from scratch, {epochs} epochs "
-                f"(SP-Net's compute is {exact:.2f})")
-            arm = _snet_arm(s, seed, snet_configs, epochs, out / "snet" / f"seed-{seed}", plan.data, progress, echo)
-            arm.update(exact_epochs=exact, compute=training_macs(epochs, [c["flops"] for c in snet_configs], images))
-            if finished(stage, arm):
-                return {"stopped_after": stage}
-        stage = f"nopad:{seed}"
-        if s["ablation"] == "nopad" and stage not in arms:
-            say(f"== ablation without zero-padding match, {where}: the same bases, residual tie")
-            folder = out / "nopad" / f"seed-{seed}"
-            _share_bases(out / "spnet" / f"seed-{seed}", folder, plan.bases)
-            arm = _spnet_arm(s, seed, "tie", folder, images, progress, echo, _nested(stop_after, stage))
-            if arm is None:
-                return {"stopped_after": stage}
-            if finished(stage, arm):
-                return {"stopped_after": stage}
+    save()
+    if jobs > 1:
+        _seeds_in_processes(s, out, images, snet_configs, arms, jobs, say, save)
+    else:
+        for n, seed in enumerate(s["seeds"], start=1):
+            stopped = _seed_arms(s, seed, f"seed {seed} ({n}/{len(s['seeds'])})", out, images, snet_configs,
+                                 plan.data, arms, finished, progress, echo, stop_after)
+            if stopped:
+                return {"stopped_after": stopped}
     say("== report")
     return _report(out, s, plan, arms, snet_configs)
+
+
+def _seed_stages(s: Mapping[str, Any], seed: int) -> list[str]:
+    return [f"spnet:{seed}", f"snet:{seed}"] + ([f"nopad:{seed}"] if s["ablation"] == "nopad" else [])
+
+
+def _seed_arms(s: Mapping[str, Any], seed: int, where: str, out: Path, images: int,
+               snet_configs: Sequence[Mapping[str, Any]], data, arms: dict[str, Any],
+               finished: Callable[[str, Mapping[str, Any]], bool], progress: bool, echo,
+               stop_after: Callable[[str], bool] | None) -> str | None:
+    """One seed's arms not yet in ``arms``, in order (S-Net needs SP-Net's compute, the ablation its
+    bases); ``finished(stage, arm)`` records each and returns True to stop there. Returns the stage
+    the run stopped after, or None when every arm of the seed is done."""
+    say = echo or (lambda line: None)
+    stage = f"spnet:{seed}"
+    if stage not in arms:
+        say(f"== SP-Net arm, {where}: bases, pruning, sorting, joint fine-tune (residual pad)")
+        arm = _spnet_arm(s, seed, "pad", out / "spnet" / f"seed-{seed}", images, progress, echo,
+                         _nested(stop_after, stage))
+        if arm is None or finished(stage, arm):
+            return stage
+    stage = f"snet:{seed}"
+    if stage not in arms:
+        epochs, exact = matching_epochs(arms[f"spnet:{seed}"]["compute"]["total"],
+                                        [c["flops"] for c in snet_configs], images)
+        say(f"== S-Net arm, {where}: {len(snet_configs)} uniform nets jointly from scratch, {epochs} epochs "
+            f"(SP-Net's compute is {exact:.2f})")
+        arm = _snet_arm(s, seed, snet_configs, epochs, out / "snet" / f"seed-{seed}", data, progress, echo)
+        arm.update(exact_epochs=exact, compute=training_macs(epochs, [c["flops"] for c in snet_configs], images))
+        if finished(stage, arm):
+            return stage
+    stage = f"nopad:{seed}"
+    if s["ablation"] == "nopad" and stage not in arms:
+        say(f"== ablation without zero-padding match, {where}: the same bases, residual tie")
+        folder = out / "nopad" / f"seed-{seed}"
+        _share_bases(out / "spnet" / f"seed-{seed}", folder, s["bases"])
+        arm = _spnet_arm(s, seed, "tie", folder, images, progress, echo, _nested(stop_after, stage))
+        if arm is None or finished(stage, arm):
+            return stage
+    return None
+
+
+def _seeds_in_processes(s: Mapping[str, Any], out: Path, images: int, snet_configs: Sequence[Mapping[str, Any]],
+                        arms: dict[str, Any], jobs: int, say: Callable[[str], None], save: Callable[[], None]) -> None:
+    """``--jobs N``: the seeds' chains of arms side by side in up to N worker processes (one seed's
+    arms stay in order). A chain's arms are recorded when it returns; a run killed before that
+    resumes them from their own folders, which every arm checkpoints on its own."""
+    from widthsearch.workers import Task, run_in_processes
+
+    seeds = [seed for seed in s["seeds"] if any(stage not in arms for stage in _seed_stages(s, seed))]
+    if not seeds:
+        return
+    say(f"== seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: every arm, up to {jobs} seeds at a time")
+    done = {seed: {k: v for k, v in arms.items() if k in _seed_stages(s, seed)} for seed in seeds}
+    tasks = [Task(f"seed {seed}", _seed_in_worker, (dict(s), seed, str(out), images, list(snet_configs), done[seed]))
+             for seed in seeds]
+
+    def recorded(index: int, result: Mapping[str, Any]) -> None:
+        arms.update(result)
+        save()
+        say(f"== seed {seeds[index]}: every arm done")
+
+    run_in_processes(tasks, jobs, on_done=recorded)
+
+
+def _seed_in_worker(s: Mapping[str, Any], seed: int, out: str, images: int, snet_configs: list, done: dict) -> dict:
+    """:func:`_seed_arms` in a worker process: epoch lines instead of progress bars (workers share
+    one terminal), each naming its seed; returns the seed's arms."""
+    arms = dict(done)
+    data = SpnetPlan(_arm_settings(s, seed, s["residual"])).data
+    label = f"seed {seed}"
+
+    def echo(line: str) -> None:
+        print(f"      {label}: {line}", file=sys.stderr, flush=True)
+
+    def finished(stage: str, arm: Mapping[str, Any]) -> bool:
+        arms[stage] = dict(arm)
+        return False
+
+    _seed_arms(s, seed, label, Path(out), images, snet_configs, data, arms, finished, False, echo, None)
+    return arms
 
 
 def _nested(stop_after: Callable[[str], bool] | None, prefix: str) -> Callable[[str], bool] | None:
