@@ -335,3 +335,18 @@ def test_space_json_marks_each_units_default(capsys):
     assert doc["residual"] == "pad" and len(doc["units"]) == 21
     assert all(u["default"] * 2 == u["max"] for u in doc["units"])
     assert main(["space", "--model", "resnet20", "--widen", "0.5"]) == 2
+
+
+def test_index_selections_are_kept_on_the_models_device():
+    # moved once per sub-network rather than at every forward (a host-to-GPU copy waits for the
+    # GPU); the "meta" device stands in for a GPU on a CPU-only machine
+    net = Supernet(ResidualConcatDepthwise(), torch.randn(2, 3, 8, 8), groups=4, residual="pad")
+    full = net.space.max_config()
+    ranking = list(range(0, full["stem.0"], 2)) + list(range(1, full["stem.0"], 2))  # 4 first: 0, 2, 4, 6
+    net.model.to("meta")
+    net.set_config(Subnet({**full, "stem.0": 4, "body": 12}, {"stem.0": ranking}))
+    layers = [getattr(m, a, None) for m in net.model.modules() for a in ("sel", "in_sel", "out_sel")]
+    places = [p for m in net.model.modules() if isinstance(m, PadAdd) for p in m.places]
+    indices = [s for s in layers + places if isinstance(s, torch.Tensor)]
+    assert indices and all(s.device.type == "meta" for s in indices)
+    assert any(isinstance(p, torch.Tensor) for p in places)  # the zero-padded sum's place too

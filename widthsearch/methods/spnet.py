@@ -344,7 +344,7 @@ def run_spnet(
             return state
     if state["stage"] == "export":
         say("[4/4] export the static sub-networks")
-        export_joint_members(out, state["finetune"]["checkpoint"], state["subnets"], plan.data)
+        export_joint_members(out, state["finetune"]["checkpoint"], state["subnets"], plan.data, s["device"])
         if save("export", "done"):
             return state
     return _summary(out, s, plan, state)
@@ -436,12 +436,15 @@ def _finetune(s: Mapping[str, Any], out: Path, subnets: Sequence[Mapping[str, An
             "test_images": result["test_images"]}
 
 
-def export_joint_members(out: Path, checkpoint: str, subnets: list[dict[str, Any]], data) -> None:
+def export_joint_members(out: Path, checkpoint: str, subnets: list[dict[str, Any]], data,
+                         device: str = "cpu") -> None:
     """The static nets of a joint checkpoint into ``out/static/<config stem>.pt``, as ``widthsearch
     export --checkpoint joint.pt`` writes them; each row of ``subnets`` (one per member, in order)
-    gets ``static``, ``flops``, ``params`` and the test ``accuracy`` measured on the saved file.
-    SP-Net's fine-tune and the experiment's S-Net arm are exported alike."""
+    gets ``static``, ``flops``, ``params`` and the test ``accuracy`` measured on the saved file, on
+    ``device`` (a run's ``--device``: ``auto`` takes CUDA when there is one). SP-Net's fine-tune and
+    the experiment's S-Net arm are exported alike."""
     from widthsearch.export import load_static, save_static
+    from widthsearch.training.distributed import resolve_device
     from widthsearch.training.evaluate import evaluate
     from widthsearch.training.joint import member_exports
 
@@ -453,7 +456,7 @@ def export_joint_members(out: Path, checkpoint: str, subnets: list[dict[str, Any
             header = save_static(target, net, subnet, meta, bn_recalibrated=True)
         static, _ = load_static(target)  # scored as saved
         row.update(static=str(target), flops=header["flops"], params=header["params"],
-                   accuracy=evaluate(static, data.test.x, data.test.y))
+                   accuracy=evaluate(static.to(resolve_device(device)), data.test.x, data.test.y))
 
 
 def _summary(out: Path, s: Mapping[str, Any], plan: SpnetPlan, state: Mapping[str, Any]) -> dict[str, Any]:

@@ -333,7 +333,7 @@ def _snet_arm(s: Mapping[str, Any], seed: int, configs: Sequence[Mapping[str, An
     result = train_joint(args, folder, channels=None if again else [c["config"] for c in configs], resume=again,
                          progress=progress, echo=echo)
     subnets = [dict(c) for c in configs]
-    export_joint_members(folder, result["checkpoint"], subnets, data)
+    export_joint_members(folder, result["checkpoint"], subnets, data, s["device"])
     return {"folder": str(folder), "epochs": epochs, "checkpoint": result["checkpoint"], "subnets": subnets}
 
 

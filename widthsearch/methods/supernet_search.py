@@ -84,7 +84,7 @@ def latency_cost(net: Supernet, input_shape: Sequence[int], runs: int = 10) -> C
     def latency(config: Mapping[str, int]) -> float:
         key = net.space.key(config)
         if key not in cache:
-            static = net.export(dict(config))
+            static = net.export(dict(config)).cpu()  # CPU latency, wherever the supernet is
             cache[key] = measure_latency(static, example, runs=runs, warmup=3).median_ms
         return cache[key]
 

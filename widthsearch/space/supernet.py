@@ -100,21 +100,27 @@ class Supernet:
         subnet = self.space.validate(as_subnet(config, align, orders), strict=strict)
         assert isinstance(subnet, Subnet)
         unit_sel = self._unit_selections(subnet)
+        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+
+        def selection(desc: Desc) -> Selection:
+            return _on(_desc_selection(desc, unit_sel), device)
+
         for rec in self._layers.values():
             module = rec.module
             if isinstance(module, (DynamicBatchNorm2d, DynamicBatchNorm1d)):
-                module.sel = _desc_selection(rec.out_desc, unit_sel)
+                module.sel = selection(rec.out_desc)
             elif isinstance(module, _CONVS) and module.depthwise:
-                module.out_sel = _desc_selection(rec.out_desc, unit_sel)
+                module.out_sel = selection(rec.out_desc)
                 module.in_sel = None
             else:
-                module.in_sel = _desc_selection(rec.in_desc, unit_sel)
-                module.out_sel = _desc_selection(rec.out_desc, unit_sel)
+                module.in_sel = selection(rec.in_desc)
+                module.out_sel = selection(rec.out_desc)
         for record, pad_add in self._pad_adds:
             out_sel = _desc_selection(record.out_desc, unit_sel)
             pad_add.channels = selection_size(out_sel, desc_channels(record.out_desc))
             pad_add.places = [
-                None if desc is None else _place(_desc_selection(desc, unit_sel), out_sel, desc_channels(desc))
+                None if desc is None else _on(_place(_desc_selection(desc, unit_sel), out_sel, desc_channels(desc)),
+                                              device)
                 for desc in record.operands
             ]
         for split_record, split in self._splits:
@@ -439,6 +445,13 @@ def _write_selected(buffer: torch.Tensor, sel: Selection, values: torch.Tensor) 
         buffer[sel].copy_(values)
     else:
         buffer.index_copy_(0, sel.to(buffer.device), values)
+
+
+def _on(sel: Selection, device: torch.device) -> Selection:
+    """An index selection on the layers' device: moved once per sub-network here, not at every
+    forward (a host-to-GPU copy waits for the GPU). Layers still move one that is elsewhere (the
+    model moved after its sub-network was set), so this is speed, not correctness."""
+    return sel.to(device) if isinstance(sel, torch.Tensor) and sel.device != device else sel
 
 
 def _desc_selection(desc: Desc, unit_sel: Mapping[int, tuple[int, Selection]]) -> Selection:
