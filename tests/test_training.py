@@ -467,3 +467,27 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_a_search_evaluator_moves_its_images_to_the_supernet_once(monkeypatch):
+    # a GPU search scores thousands of candidates on the same images: they go to the device once;
+    # "meta" stands in for a GPU, and the scoring itself is recorded instead of run
+    import importlib
+
+    # the module, not the function of the same name that widthsearch.training exports
+    evaluate_module = importlib.import_module("widthsearch.training.evaluate")
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    net = Supernet(build_model("tiny_cnn", num_classes=10), x[:1], groups=2)
+    seen = []
+    monkeypatch.setattr(evaluate_module, "supernet_metrics",
+                        lambda net, config, x, y, calib=None, **kw: seen.append([x.device, y.device] +
+                                                                                [b.device for b in calib])
+                        or {"accuracy": 0.5, "loss": 1.0})
+    on_cpu = make_supernet_evaluator(net, x, y, num_calib_images=32)
+    net.model.to("meta")
+    on_gpu = make_supernet_evaluator(net, x, y, num_calib_images=32)
+    on_cpu(net.space.max_config()), on_gpu(net.space.max_config())
+    assert {d.type for d in seen[0]} == {"cpu"} and {d.type for d in seen[1]} == {"meta"}
+    monkeypatch.setattr(evaluate_module, "DEVICE_COPY_LIMIT_BYTES", x.nbytes)  # too large: left where it is
+    make_supernet_evaluator(net, x, y, num_calib_images=32)(net.space.max_config())
+    assert {d.type for d in seen[2]} == {"cpu"}

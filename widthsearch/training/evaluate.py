@@ -356,6 +356,7 @@ def make_supernet_evaluator(
             calib = [b[0] if isinstance(b, (tuple, list)) else b for b in calib_batches]
         if not calib:
             raise UserError("no batches for BN calibration")
+    x, y, calib = _on_model_device(net, x, y, calib)
 
     def evaluator(config: Mapping[str, int]) -> float:
         found = supernet_metrics(net, config, x, y, bn=bn, calib=calib, batch_size=batch_size, align=align)
@@ -363,6 +364,22 @@ def make_supernet_evaluator(
 
     evaluator.bn = bn  # type: ignore[attr-defined]
     return evaluator
+
+
+#: a scoring set up to this size is copied to the supernet's GPU once, not for every candidate
+DEVICE_COPY_LIMIT_BYTES = 4 << 30
+
+
+def _on_model_device(net, x: Tensor, y: Tensor, calib: list[Tensor] | None
+                     ) -> tuple[Tensor, Tensor, list[Tensor] | None]:
+    """The search's fixed images on the supernet's device when it is not the CPU and they fit under
+    :data:`DEVICE_COPY_LIMIT_BYTES`: a search scores thousands of candidates on the same images,
+    and a host-to-GPU copy of them per candidate costs about as much as scoring them."""
+    device = next((p.device for p in net.model.parameters()), torch.device("cpu"))
+    size = x.nbytes + y.nbytes + sum(b.nbytes for b in calib or [])
+    if device.type == "cpu" or size > DEVICE_COPY_LIMIT_BYTES:
+        return x, y, calib
+    return x.to(device), y.to(device), None if calib is None else [b.to(device) for b in calib]
 
 
 def evaluator_for_data(
