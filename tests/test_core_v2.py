@@ -1,5 +1,6 @@
 """Core v2: Subnet values, the pad residual policy, unit views (members, masks), physical widths
 apart from choices, and the space spec."""
+import copy
 import random
 
 import pytest
@@ -350,3 +351,31 @@ def test_index_selections_are_kept_on_the_models_device():
     indices = [s for s in layers + places if isinstance(s, torch.Tensor)]
     assert indices and all(s.device.type == "meta" for s in indices)
     assert any(isinstance(p, torch.Tensor) for p in places)  # the zero-padded sum's place too
+
+
+def test_a_remembered_sub_network_runs_as_one_worked_out_afresh():
+    x = torch.randn(2, 3, 8, 8)
+    model = ResidualConcatDepthwise()
+    randomise_batch_norms(model)
+    net = Supernet(model, x, groups=4, residual="pad")
+    fresh = Supernet(copy.deepcopy(model), x, groups=4, residual="pad")
+    full = net.space.max_config()
+    ranked = Subnet({**full, "stem.0": 4, "body": 12},
+                    {"stem.0": list(range(0, full["stem.0"], 2)) + list(range(1, full["stem.0"], 2))})
+    right = Subnet({**full, "body": 8}, "right")
+
+    def state(n: Supernet) -> list:
+        def plain(sel):
+            return sel.tolist() if isinstance(sel, torch.Tensor) else sel
+        return [(name, plain(getattr(m, a))) for name, m in n.model.named_modules()
+                for a in ("sel", "in_sel", "out_sel", "channels", "sizes") if hasattr(m, a)] + \
+               [[plain(p) for p in m.places] for m in n.model.modules() if isinstance(m, PadAdd)]
+
+    for subnet in (ranked, right, ranked, full, right):  # the second ranked and right come from the cache
+        net.set_config(subnet)
+        fresh._selection_cache.clear()
+        fresh.set_config(subnet)
+        assert state(net) == state(fresh)
+        net.model.eval(), fresh.model.eval()
+        assert torch.equal(net.model(x), fresh.model(x))
+    assert len(net._selection_cache) == 3

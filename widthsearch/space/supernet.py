@@ -1,6 +1,7 @@
 """Supernet: run one model at any channel configuration, calibrate BN, export static nets."""
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -69,6 +70,7 @@ class Supernet:
             if isinstance(rec.module, _CONVS):
                 rec.module.depthwise = rec.kind == "depthwise"
         self.model, self._pad_adds, self._splits = _rewrite(model, space)
+        self._selection_cache: collections.OrderedDict = collections.OrderedDict()
         self.subnet = Subnet({})
         self.set_config(space.max_config())
 
@@ -99,35 +101,60 @@ class Supernet:
         """
         subnet = self.space.validate(as_subnet(config, align, orders), strict=strict)
         assert isinstance(subnet, Subnet)
-        unit_sel = self._unit_selections(subnet)
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        layers, pads, splits = self._selections(subnet, device)
+        for rec, sels in zip(self._layers.values(), layers):
+            module = rec.module
+            if isinstance(module, (DynamicBatchNorm2d, DynamicBatchNorm1d)):
+                module.sel = sels[0]
+            else:
+                module.in_sel, module.out_sel = sels
+        for (_record, pad_add), (channels, places) in zip(self._pad_adds, pads):
+            pad_add.channels, pad_add.places = channels, list(places)
+        for (_record, split), sizes in zip(self._splits, splits):
+            split.sizes = list(sizes)
+        self.subnet = subnet
+
+    #: sub-networks whose layer selections are kept (joint training and SP-Net switch among a few
+    #: fixed ones every step; working the selections out again costs milliseconds of Python)
+    SELECTION_CACHE_SIZE = 16
+
+    def _selections(self, subnet: Subnet, device: torch.device) -> tuple[list, list, list]:
+        """Per dynamic layer ``(in_sel, out_sel)`` (``(sel,)`` for BN), per zero-padded sum
+        ``(channels, places)``, per channel split its sizes: for ``subnet``, with index selections
+        on ``device``. The last :attr:`SELECTION_CACHE_SIZE` sub-networks are remembered; nothing
+        writes into a selection, so one can be handed out again."""
+        cache, key = self._selection_cache, (subnet.key(), str(device))
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        unit_sel = self._unit_selections(subnet)
 
         def selection(desc: Desc) -> Selection:
             return _on(_desc_selection(desc, unit_sel), device)
 
+        layers = []
         for rec in self._layers.values():
             module = rec.module
             if isinstance(module, (DynamicBatchNorm2d, DynamicBatchNorm1d)):
-                module.sel = selection(rec.out_desc)
+                layers.append((selection(rec.out_desc),))
             elif isinstance(module, _CONVS) and module.depthwise:
-                module.out_sel = selection(rec.out_desc)
-                module.in_sel = None
+                layers.append((None, selection(rec.out_desc)))
             else:
-                module.in_sel = selection(rec.in_desc)
-                module.out_sel = selection(rec.out_desc)
-        for record, pad_add in self._pad_adds:
+                layers.append((selection(rec.in_desc), selection(rec.out_desc)))
+        pads = []
+        for record, _pad_add in self._pad_adds:
             out_sel = _desc_selection(record.out_desc, unit_sel)
-            pad_add.channels = selection_size(out_sel, desc_channels(record.out_desc))
-            pad_add.places = [
-                None if desc is None else _on(_place(_desc_selection(desc, unit_sel), out_sel, desc_channels(desc)),
-                                              device)
-                for desc in record.operands
-            ]
-        for split_record, split in self._splits:
-            split.sizes = [
-                selection_size(_desc_selection(piece, unit_sel), desc_channels(piece)) for piece in split_record.pieces
-            ]
-        self.subnet = subnet
+            places = tuple(None if desc is None else _on(_place(_desc_selection(desc, unit_sel), out_sel,
+                                                                desc_channels(desc)), device)
+                           for desc in record.operands)
+            pads.append((selection_size(out_sel, desc_channels(record.out_desc)), places))
+        splits = [tuple(selection_size(_desc_selection(piece, unit_sel), desc_channels(piece))
+                        for piece in split_record.pieces) for split_record, _split in self._splits]
+        cache[key] = (layers, pads, splits)
+        if len(cache) > self.SELECTION_CACHE_SIZE:
+            cache.popitem(last=False)
+        return cache[key]
 
     def _unit_selections(self, subnet: Subnet) -> dict[int, tuple[int, Selection]]:
         """Per source root: (full length, selection); fixed roots are absent (full)."""
