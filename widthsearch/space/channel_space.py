@@ -186,7 +186,7 @@ class ChannelSpace:
                 raise ConfigError(
                     f"unit {name!r}: its channel ranking has {len(selector)} entries, the unit {self._by_name[name].max} channels"
                 )
-        return Subnet(clean, config.selectors)  # type: ignore[return-value]
+        return Subnet._from_clean(clean, config.selectors)  # type: ignore[return-value]
 
     def widths_by_root(self, config: Mapping[str, int]) -> dict[int, int]:
         """Active channels of every source root (fixed and unsearched ones at full length).

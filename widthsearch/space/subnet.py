@@ -95,7 +95,20 @@ class Subnet(Mapping[str, int]):
     # ---- derived subnets ------------------------------------------------------------------------
     def with_widths(self, widths: Mapping[str, int]) -> "Subnet":
         """The same selectors at other widths (units must be the same)."""
-        return Subnet({**self._widths, **dict(widths)}, self._select)
+        merged = {**self._widths, **dict(widths)}
+        if set(merged) != set(self._widths):
+            return Subnet(merged, self._select)  # the constructor names the stray unit
+        return Subnet._from_clean(merged, self._select)
+
+    @classmethod
+    def _from_clean(cls, widths: dict[str, int], select: Mapping[str, Selector]) -> "Subnet":
+        """A subnet whose selectors come from another subnet, so they are clean already: a channel
+        ranking is not checked again (a supernet switching sub-networks every step validates each
+        one, and re-checking every ranking was most of that)."""
+        subnet = cls.__new__(cls)
+        subnet._widths = dict(widths)
+        subnet._select = {name: sel for name, sel in select.items() if sel != "left"}
+        return subnet
 
     def aligned(self, side: str) -> "Subnet":
         """The same widths with every unit on ``side`` ("left" or "right")."""
