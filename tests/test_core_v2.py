@@ -379,3 +379,16 @@ def test_a_remembered_sub_network_runs_as_one_worked_out_afresh():
         net.model.eval(), fresh.model.eval()
         assert torch.equal(net.model(x), fresh.model(x))
     assert len(net._selection_cache) == 3
+
+
+def test_a_checked_ranking_is_not_checked_again_but_its_length_is():
+    net = Supernet(ResidualConcatDepthwise(), torch.randn(2, 3, 8, 8), groups=4, residual="pad")
+    full = net.space.max_config()
+    ranking = list(range(full["stem.0"]))[::-1]
+    subnet = net.space.validate(Subnet(full, {"stem.0": ranking}), strict=False)
+    assert subnet.selector("stem.0") == tuple(ranking) and subnet == Subnet(full, {"stem.0": ranking})
+    assert subnet.with_widths({"stem.0": 4}).selector("stem.0") == tuple(ranking)
+    with pytest.raises(ConfigError, match="permutation"):
+        Subnet(full, {"stem.0": [0] * full["stem.0"]})  # made: checked
+    with pytest.raises(ConfigError, match="entries"):
+        net.space.validate(Subnet(full, {"stem.0": ranking[:-1]}), strict=False)

@@ -97,7 +97,7 @@ class Subnet(Mapping[str, int]):
         """The same selectors at other widths (units must be the same)."""
         merged = {**self._widths, **dict(widths)}
         if set(merged) != set(self._widths):
-            return Subnet(merged, self._select)  # the constructor names the stray unit
+            return Subnet(merged, self._select)  # other units: through the constructor's checks
         return Subnet._from_clean(merged, self._select)
 
     @classmethod
