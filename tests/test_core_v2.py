@@ -391,4 +391,4 @@ def test_a_checked_ranking_is_not_checked_again_but_its_length_is():
     with pytest.raises(ConfigError, match="permutation"):
         Subnet(full, {"stem.0": [0] * full["stem.0"]})  # made: checked
     with pytest.raises(ConfigError, match="entries"):
-        net.space.validate(Subnet(full, {"stem.0": ranking[:-1]}), strict=False)
+        net.space.validate(Subnet(full, {"stem.0": list(range(full["stem.0"] - 1))}), strict=False)
