@@ -294,6 +294,25 @@ def test_augment_crop_and_flip():
     assert torch.equal(a(x, torch.Generator().manual_seed(5)), a(x, torch.Generator().manual_seed(5)))
 
 
+@pytest.mark.parametrize("pad, flip", [(4, True), (2, False), (0, True)])
+def test_augment_is_per_image_crop_then_flip_from_the_same_draws(pad, flip):
+    # what a batch must equal, written one image at a time: the draws are the crop rows, the crop
+    # columns, then the flips, so a seeded epoch gives the same batches whatever the implementation
+    x, g = torch.randn(9, 3, 5, 7), torch.Generator().manual_seed(3)
+    fill = torch.tensor([0.5, -1.0, 2.0]).view(3, 1, 1)
+    oy = torch.randint(0, 2 * pad + 1, (9,), generator=g) if pad else torch.zeros(9, dtype=torch.long)
+    ox = torch.randint(0, 2 * pad + 1, (9,), generator=g) if pad else torch.zeros(9, dtype=torch.long)
+    flips = torch.rand(9, generator=g) < 0.5 if flip else torch.zeros(9, dtype=torch.bool)
+    expected = []
+    for i in range(9):
+        padded = fill.expand(3, 5 + 2 * pad, 7 + 2 * pad).clone()
+        padded[:, pad:pad + 5, pad:pad + 7] = x[i]
+        crop = padded[:, oy[i]:oy[i] + 5, ox[i]:ox[i] + 7]
+        expected.append(crop.flip(2) if flips[i] else crop)
+    got = Augment(pad=pad, flip=flip, fill=(0.5, -1.0, 2.0))(x, torch.Generator().manual_seed(3))
+    assert torch.equal(got, torch.stack(expected)) and got.is_contiguous()
+
+
 def test_dataset_loader_uses_dataset_augmentation():
     d = load_data("fake:64:3x32x32:2", heldout_fraction=0.0)
     d.augment = Augment(pad=4, flip=True, fill=(0.0, 0.0, 0.0))

@@ -43,20 +43,25 @@ class Augment:
         if not self.active or x.shape[0] == 0:
             return x
         b, c, h, w = x.shape
-        if self.pad > 0:
-            p = self.pad
-            fill = torch.tensor(self.fill or [0.0] * c, dtype=x.dtype).view(1, c, 1, 1)
-            padded = fill.expand(b, c, h + 2 * p, w + 2 * p).clone()
-            padded[:, :, p : p + h, p : p + w] = x
-            oy = torch.randint(0, 2 * p + 1, (b,), generator=generator).tolist()
-            ox = torch.randint(0, 2 * p + 1, (b,), generator=generator).tolist()
-            out = torch.empty_like(x)
-            for i in range(b):
-                out[i] = padded[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w]
-            x = out
-        if self.flip:
+        if self.pad == 0:
             chosen = torch.nonzero(torch.rand(b, generator=generator) < 0.5).flatten()
-            if self.pad == 0:
-                x = x.clone()
+            x = x.clone()
             x[chosen] = x[chosen].flip(3)
-        return x.contiguous()
+            return x.contiguous()
+        p = self.pad
+        fill = torch.tensor(self.fill or [0.0] * c, dtype=x.dtype).view(1, c, 1, 1)
+        padded = fill.expand(b, c, h + 2 * p, w + 2 * p).clone()
+        padded[:, :, p : p + h, p : p + w] = x
+        # the draws in the order they always had (crop rows, crop columns, flips), so a seeded
+        # epoch gives the same batches; then one gather for the whole batch instead of a Python
+        # loop over its images (a flipped image reads its crop's columns backwards)
+        oy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+        ox = torch.randint(0, 2 * p + 1, (b,), generator=generator)
+        cols = ox[:, None] + torch.arange(w)
+        if self.flip:
+            flipped = torch.rand(b, generator=generator) < 0.5
+            cols = torch.where(flipped[:, None], ox[:, None] + torch.arange(w - 1, -1, -1), cols)
+        rows = oy[:, None] + torch.arange(h)
+        flat = padded.reshape(b, c, -1)
+        index = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)
+        return flat.gather(2, index).reshape(b, c, h, w)
