@@ -375,7 +375,7 @@ def _on_model_device(net, x: Tensor, y: Tensor, calib: list[Tensor] | None
     """The search's fixed images on the supernet's device when it is not the CPU and they fit under
     :data:`DEVICE_COPY_LIMIT_BYTES`: a search scores thousands of candidates on the same images,
     and a host-to-GPU copy of them per candidate costs about as much as scoring them."""
-    device = next((p.device for p in net.model.parameters()), torch.device("cpu"))
+    device = _device(net.model)
     size = x.nbytes + y.nbytes + sum(b.nbytes for b in calib or [])
     if device.type == "cpu" or size > DEVICE_COPY_LIMIT_BYTES:
         return x, y, calib
