@@ -344,8 +344,8 @@ def test_index_selections_are_kept_on_the_models_device():
     net = Supernet(ResidualConcatDepthwise(), torch.randn(2, 3, 8, 8), groups=4, residual="pad")
     full = net.space.max_config()
     ranking = list(range(0, full["stem.0"], 2)) + list(range(1, full["stem.0"], 2))  # 4 first: 0, 2, 4, 6
-    net.model.to("meta")
     net.set_config(Subnet({**full, "stem.0": 4, "body": 12}, {"stem.0": ranking}))
+    net.to("meta")  # the model and the active sub-network's selections
     layers = [getattr(m, a, None) for m in net.model.modules() for a in ("sel", "in_sel", "out_sel")]
     places = [p for m in net.model.modules() if isinstance(m, PadAdd) for p in m.places]
     indices = [s for s in layers + places if isinstance(s, torch.Tensor)]

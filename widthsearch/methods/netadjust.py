@@ -416,13 +416,13 @@ def run_rounds(
             rates = drop_rates(utilisation_weights(space, config), float(s["p0"]), float(s["max_rate"]))
             # the probe is 5 passes x units x held-out images of forward passes: on the run's device,
             # not on the CPU where the supernet is built (it goes back there for the outputs)
-            net.model.to(resolve_device(str(s["device"])))
+            net.to(resolve_device(str(s["device"])))
             try:
                 increases = fur_probe(net, x, y, rates, passes=int(s["passes"]),
                                       seed=mix_seed(int(s["seed"]), r, 17),
                                       progress=_probe_progress(r, s) if progress else None)
             finally:
-                net.model.to("cpu")
+                net.to("cpu")
             state["pending"].update(rates=rates, increases=increases)
             state["stage"] = "adjust"
             save()

@@ -177,6 +177,12 @@ class Supernet:
             selections[join] = (length, _union(parts, length))
         return selections
 
+    def to(self, device: torch.device | str) -> "Supernet":
+        """Move the model to ``device``, and the active sub-network's index selections with it."""
+        self.model.to(device)
+        self.set_config(self.subnet)
+        return self
+
     @contextlib.contextmanager
     def using(self, config: Mapping[str, int], align: str | None = None,
               orders: Mapping[str, torch.Tensor] | None = None) -> Iterator["Supernet"]:

@@ -192,7 +192,7 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
             init_bn_weights(net.model, a.get("bn_init"))
     a.update(model=spec.model, residual=spec.residual)
     record_spec(a, spec)
-    net.model.to(ctx.device)
+    net.to(ctx.device)
     space = net.space
     subnets = [as_subnet(space.validate(Subnet.from_doc(d), strict=False)) for d in a["subnets"]]
     order = _largest_first(space, subnets)
@@ -290,7 +290,7 @@ def load_joint(path: str | Path, device: str | torch.device = "cpu"):
     ckpt = load_checkpoint(path, expect=JOINT_FORMAT)
     net, spec = build_supernet(SpaceSpec.from_dict(ckpt["space"]))
     load_state_checked(net.model, ckpt["model"], str(path))
-    net.model.to(device)
+    net.to(device)
     a = ckpt["args"]
     apply_memory_format(net.model, bool(a.get("channels_last", False)))
     net.model.eval()

@@ -86,7 +86,7 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, instance
     init_bn_weights(net.model, a.get("bn_init"))
     if ckpt is not None:
         _check_units(ckpt, net.space, ckpt.get("path", CHECKPOINT_NAME))
-    net.model.to(ctx.device)
+    net.to(ctx.device)
     record_spec(a, spec)
     space = net.space
     max_cfg, min_cfg = space.max_config(), space.min_config()
@@ -189,7 +189,7 @@ def load_supernet(path: str | Path, device: str | torch.device = "cpu", *, model
     net, spec = build_supernet(saved_spec(ckpt), model=None if model is None else copy.deepcopy(model))
     _check_units(ckpt, net.space, path)
     load_state_checked(net.model, ckpt["model"], str(path))
-    net.model.to(device)
+    net.to(device)
     a = ckpt["args"]
     # a run trained in NHWC is evaluated in NHWC too (its fast layout); the numbers do not change
     apply_memory_format(net.model, bool(a.get("channels_last", False)))
