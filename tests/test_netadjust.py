@@ -132,6 +132,36 @@ def test_adjust_interrupted_at_any_stage_resumes_to_the_same_result(tmp_path, un
     assert (out / "final.yaml").read_text() == (uninterrupted[1] / "final.yaml").read_text()
 
 
+def test_a_probe_killed_between_units_resumes_with_the_units_it_had(tmp_path, uninterrupted, monkeypatch):
+    from helpers.kills import Killed
+
+    expected, _ = uninterrupted
+    out = tmp_path / "na"
+    na.run_rounds(SETTINGS, out, stop_after=lambda r, stage: (r, stage) == (0, "train"))
+    calls = []
+    mean_loss = na._mean_loss
+
+    def counted(*args, **kwargs):  # the clean loss, then `passes` losses per unit
+        calls.append(1)
+        if len(calls) == 1 + 2 * SETTINGS["passes"] + 1:  # inside the third unit
+            raise Killed
+        return mean_loss(*args, **kwargs)
+
+    monkeypatch.setattr(na, "_mean_loss", counted)
+    with pytest.raises(Killed):
+        na.run_rounds(SETTINGS, out, resume=True)
+    saved = json.loads((out / na.STATE_FILE).read_text())["pending"]["probed"]
+    first_two = dict(list(expected["rounds"][0]["fur"].items())[:2])
+    assert {name: sum(v) / len(v) for name, v in saved.items()} == first_two
+    calls.clear()
+    na.run_rounds(SETTINGS, out, resume=True, stop_after=lambda r, stage: (r, stage) == (0, "probe"))
+    units = len(expected["rounds"][0]["fur"])
+    assert len(calls) == 1 + SETTINGS["passes"] * (units - 2)  # the two saved units are not measured again
+    monkeypatch.setattr(na, "_mean_loss", mean_loss)
+    assert na.run_rounds(SETTINGS, out, resume=True)["rounds"] == expected["rounds"]
+    assert "probed" not in json.dumps(json.loads((out / na.STATE_FILE).read_text()))
+
+
 def test_adjust_refuses_to_overwrite_or_change_settings(tmp_path, uninterrupted):
     _, out = uninterrupted
     with pytest.raises(UserError, match="already holds"):

@@ -92,6 +92,8 @@ def fur_probe(
     seed: int = 0,
     batch_size: int = 500,
     progress: Callable[[int, int], None] | None = None,
+    done: Mapping[str, Sequence[float]] | None = None,
+    on_unit: Callable[[str, list[float]], None] | None = None,
 ) -> dict[str, list[float]]:
     """Per unit, the held-out loss increase when only that unit drops channels, for each pass.
 
@@ -99,25 +101,30 @@ def fur_probe(
     held-out training images without augmentation. Each pass draws fresh masks from a generator
     seeded by ``(seed, pass, unit index)``, so the probe is reproducible. FUR is the mean over
     passes (see :func:`fur_of`); keeping the passes lets callers measure its stability.
+    ``done`` holds units measured by an earlier, interrupted probe of the same network (they are
+    not measured again); ``on_unit(name, increases)`` is called after each unit measured now.
     """
     if passes < 1:
         raise UserError(f"--passes must be at least 1, got {passes}")
     was_training = net.model.training
     net.model.eval()
     try:
-        clean = _mean_loss(net.model, x, y, batch_size)
         names = [u.name for u in net.space.units if rates.get(u.name, 0.0) > 0]
-        result: dict[str, list[float]] = {}
+        result: dict[str, list[float]] = {name: list(done[name]) for name in names if done and name in done}
+        clean = _mean_loss(net.model, x, y, batch_size) if len(result) < len(names) else 0.0
         for i, name in enumerate(names):
-            increases = []
-            for k in range(passes):
-                generator = torch.Generator().manual_seed(mix_seed(seed, k, i))
-                with net.masked({name: channel_dropout(rates[name], generator)}):
-                    increases.append(_mean_loss(net.model, x, y, batch_size) - clean)
-            result[name] = increases
+            if name not in result:
+                increases = []
+                for k in range(passes):
+                    generator = torch.Generator().manual_seed(mix_seed(seed, k, i))
+                    with net.masked({name: channel_dropout(rates[name], generator)}):
+                        increases.append(_mean_loss(net.model, x, y, batch_size) - clean)
+                result[name] = increases
+                if on_unit is not None:
+                    on_unit(name, increases)
             if progress is not None:
                 progress(i + 1, len(names))
-        return result
+        return {name: result[name] for name in names}
     finally:
         net.model.train(was_training)
 
@@ -416,13 +423,22 @@ def run_rounds(
             rates = drop_rates(utilisation_weights(space, config), float(s["p0"]), float(s["max_rate"]))
             # the probe is 5 passes x units x held-out images of forward passes: on the run's device,
             # not on the CPU where the supernet is built (it goes back there for the outputs)
+            # every unit's passes are saved as it is done: a kill loses one unit, not the probe
+            probed = state["pending"].setdefault("probed", {})
+
+            def unit_done(name: str, increases: list[float]) -> None:
+                probed[name] = increases
+                save()
+
             net.to(resolve_device(str(s["device"])))
             try:
                 increases = fur_probe(net, x, y, rates, passes=int(s["passes"]),
                                       seed=mix_seed(int(s["seed"]), r, 17),
-                                      progress=_probe_progress(r, s) if progress else None)
+                                      progress=_probe_progress(r, s) if progress else None,
+                                      done=probed, on_unit=unit_done)
             finally:
                 net.to("cpu")
+            del state["pending"]["probed"]
             state["pending"].update(rates=rates, increases=increases)
             state["stage"] = "adjust"
             save()
