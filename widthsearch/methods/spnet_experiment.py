@@ -172,7 +172,7 @@ def run_spnet_experiment(
         _seeds_in_processes(s, out, images, snet_configs, arms, jobs, say, save)
     else:
         for n, seed in enumerate(s["seeds"], start=1):
-            stopped = _seed_arms(s, seed, f"seed {seed} ({n}/{len(s['seeds'])})", out, images, snet_configs,
+            stopped = _seed_arms(s, seed, f", seed {seed} ({n}/{len(s['seeds'])})", out, images, snet_configs,
                                  plan.data, arms, finished, progress, echo, stop_after)
             if stopped:
                 return {"stopped_after": stopped}
@@ -190,11 +190,12 @@ def _seed_arms(s: Mapping[str, Any], seed: int, where: str, out: Path, images: i
                stop_after: Callable[[str], bool] | None) -> str | None:
     """One seed's arms not yet in ``arms``, in order (S-Net needs SP-Net's compute, the ablation its
     bases); ``finished(stage, arm)`` records each and returns True to stop there. Returns the stage
-    the run stopped after, or None when every arm of the seed is done."""
+    the run stopped after, or None when every arm of the seed is done. ``where`` ends each arm's
+    heading (", seed 0 (1/2)"; empty where every line names its seed already)."""
     say = echo or (lambda line: None)
     stage = f"spnet:{seed}"
     if stage not in arms:
-        say(f"== SP-Net arm, {where}: bases, pruning, sorting, joint fine-tune (residual pad)")
+        say(f"== SP-Net arm{where}: bases, pruning, sorting, joint fine-tune (residual pad)")
         arm = _spnet_arm(s, seed, "pad", out / "spnet" / f"seed-{seed}", images, progress, echo,
                          _nested(stop_after, stage))
         if arm is None or finished(stage, arm):
@@ -203,7 +204,7 @@ def _seed_arms(s: Mapping[str, Any], seed: int, where: str, out: Path, images: i
     if stage not in arms:
         epochs, exact = matching_epochs(arms[f"spnet:{seed}"]["compute"]["total"],
                                         [c["flops"] for c in snet_configs], images)
-        say(f"== S-Net arm, {where}: {len(snet_configs)} uniform nets jointly from scratch, {epochs} epochs "
+        say(f"== S-Net arm{where}: {len(snet_configs)} uniform nets jointly from scratch, {epochs} epochs "
             f"(SP-Net's compute is {exact:.2f})")
         arm = _snet_arm(s, seed, snet_configs, epochs, out / "snet" / f"seed-{seed}", data, progress, echo)
         arm.update(exact_epochs=exact, compute=training_macs(epochs, [c["flops"] for c in snet_configs], images))
@@ -211,7 +212,7 @@ def _seed_arms(s: Mapping[str, Any], seed: int, where: str, out: Path, images: i
             return stage
     stage = f"nopad:{seed}"
     if s["ablation"] == "nopad" and stage not in arms:
-        say(f"== ablation without zero-padding match, {where}: the same bases, residual tie")
+        say(f"== ablation without zero-padding match{where}: the same bases, residual tie")
         folder = out / "nopad" / f"seed-{seed}"
         _share_bases(out / "spnet" / f"seed-{seed}", folder, s["bases"])
         arm = _spnet_arm(s, seed, "tie", folder, images, progress, echo, _nested(stop_after, stage))
@@ -257,7 +258,7 @@ def _seed_in_worker(s: Mapping[str, Any], seed: int, out: str, images: int, snet
         arms[stage] = dict(arm)
         return False
 
-    _seed_arms(s, seed, label, Path(out), images, snet_configs, data, arms, finished, False, echo, None)
+    _seed_arms(s, seed, "", Path(out), images, snet_configs, data, arms, finished, False, echo, None)
     return arms
 
 
