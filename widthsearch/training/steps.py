@@ -106,7 +106,9 @@ def plain_step(model: nn.Module, x: Tensor, y: Tensor, *, label_smoothing: float
     logits = model(x)
     loss = label_loss(logits, y, label_smoothing)
     loss.backward()
-    return {"losses": [float(loss.detach())], "correct": int((logits.detach().argmax(dim=1) == y).sum())}
+    correct = (logits.detach().argmax(dim=1) == y).sum()
+    value, count = torch.stack([loss.detach().double(), correct.double()]).tolist()  # one transfer, as above
+    return {"losses": [value], "correct": int(count)}
 
 
 def zero_grads(params: Sequence[torch.nn.Parameter]) -> None:
