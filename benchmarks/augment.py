@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import random
 import statistics
 import time
@@ -19,6 +18,7 @@ import time
 import torch
 
 from widthsearch.data import Augment
+from widthsearch.latency import cpu_model
 
 
 def per_image(aug: Augment, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -59,8 +59,7 @@ def main() -> None:
             for _ in range(args.calls):
                 variants[name](generator)
             times[name].append((time.perf_counter() - start) / args.calls)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_model()
     ratio = statistics.median(a / b for a, b in zip(times["per-image loop"], times["one gather"]))
     print(f"# {datetime.date.today()}, {cpu}, torch {torch.__version__}, 1 thread, batch {args.batch} of 3x32x32")
     for name in variants:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import random
 import statistics
 import time
 
 import torch
 
+from widthsearch.latency import cpu_model
 from widthsearch.space import SpaceSpec, Subnet, Supernet, build_supernet
 
 
@@ -57,8 +57,7 @@ def main() -> None:
     parser.add_argument("--models", default="resnet20,mobilenet_v2")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
+    cpu = cpu_model()
     print(f"# {datetime.date.today()}, {cpu}, torch {torch.__version__}, 1 thread")
     print("| model | sub-networks | afresh (ms per switch) | cached (ms per switch) | afresh / cached |")
     print("|---|---|---|---|---|")

@@ -421,8 +421,6 @@ def run_rounds(
                 echo(f"round {r + 1}/{s['rounds']}: FUR probe, {s['passes']} passes on {len(y)} held-out images")
             _load_round_weights(net, config, state["pending"]["checkpoint"])
             rates = drop_rates(utilisation_weights(space, config), float(s["p0"]), float(s["max_rate"]))
-            # the probe is 5 passes x units x held-out images of forward passes: on the run's device,
-            # not on the CPU where the supernet is built (it goes back there for the outputs)
             # every unit's passes are saved as it is done: a kill loses one unit, not the probe
             probed = state["pending"].setdefault("probed", {})
 
@@ -430,6 +428,8 @@ def run_rounds(
                 probed[name] = increases
                 save()
 
+            # the probe is 5 passes x units x held-out images of forward passes: on the run's device,
+            # not on the CPU where the supernet is built (it goes back there for the outputs)
             net.to(resolve_device(str(s["device"])))
             try:
                 increases = fur_probe(net, x, y, rates, passes=int(s["passes"]),

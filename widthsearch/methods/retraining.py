@@ -179,8 +179,9 @@ def _retrain_in_worker(training: Retraining, resume: bool) -> dict[str, Any]:
     from widthsearch.runfolder import RunLock
 
     with RunLock(training.folder):
-        return retrain(training, resume, progress=False, echo=functools.partial(_say, training.label))
+        return retrain(training, resume, progress=False, echo=functools.partial(worker_say, training.label))
 
 
-def _say(label: str, line: str) -> None:
+def worker_say(label: str, line: str) -> None:
+    """A line of a worker process, named by its task (several workers share one terminal)."""
     print(f"      {label}: {line}", file=sys.stderr, flush=True)

@@ -29,9 +29,9 @@ and are not counted. See docs/methods/spnet.md.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -247,18 +247,18 @@ def _seeds_in_processes(s: Mapping[str, Any], out: Path, images: int, snet_confi
 def _seed_in_worker(s: Mapping[str, Any], seed: int, out: str, images: int, snet_configs: list, done: dict) -> dict:
     """:func:`_seed_arms` in a worker process: epoch lines instead of progress bars (workers share
     one terminal), each naming its seed; returns the seed's arms."""
-    arms = dict(done)
-    data = SpnetPlan(_arm_settings(s, seed, s["residual"])).data
-    label = f"seed {seed}"
+    from widthsearch.data import load_data
+    from widthsearch.methods.retraining import worker_say
 
-    def echo(line: str) -> None:
-        print(f"      {label}: {line}", file=sys.stderr, flush=True)
+    arms = dict(done)
+    data = load_data(s["data"], s["heldout_fraction"], seed, augment="none")  # what SpnetPlan loads
 
     def finished(stage: str, arm: Mapping[str, Any]) -> bool:
         arms[stage] = dict(arm)
         return False
 
-    _seed_arms(s, seed, "", Path(out), images, snet_configs, data, arms, finished, False, echo, None)
+    _seed_arms(s, seed, "", Path(out), images, snet_configs, data, arms, finished, False,
+               functools.partial(worker_say, f"seed {seed}"), None)
     return arms
 
 

@@ -13,6 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's parameters are (the CPU for one without parameters)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
 Selection = Union[None, slice, torch.Tensor]
 
 

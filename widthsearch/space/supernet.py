@@ -22,6 +22,7 @@ from widthsearch.space.dynamic import (
     PadAdd,
     Selection,
     make_dynamic,
+    module_device,
     selection_size,
     static_copy,
 )
@@ -101,7 +102,7 @@ class Supernet:
         """
         subnet = self.space.validate(as_subnet(config, align, orders), strict=strict)
         assert isinstance(subnet, Subnet)
-        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        device = module_device(self.model)
         layers, pads, splits = self._selections(subnet, device)
         for rec, sels in zip(self._layers.values(), layers):
             module = rec.module

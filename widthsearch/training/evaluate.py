@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from widthsearch.errors import UserError
+from widthsearch.space.dynamic import module_device
 
 if TYPE_CHECKING:  # only the type: evaluation works without torch.distributed
     from widthsearch.training.distributed import DistContext
@@ -70,12 +71,6 @@ METRICS = ("accuracy", "loss")
 
 def _module(model_or_net) -> nn.Module:
     return getattr(model_or_net, "model", model_or_net)
-
-
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 def _memory_format(model: nn.Module) -> torch.memory_format:
@@ -116,7 +111,7 @@ def _tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None,
     Only those images are indexed (a streamed set decodes a chunk at a time). Per-image losses are
     summed in float64, so the sum hardly depends on how the images are cut into chunks or shares.
     """
-    device, fmt = _device(model), _memory_format(model)
+    device, fmt = module_device(model), _memory_format(model)
     stop = len(y) if stop is None else stop
     correct, loss_sum = 0, 0.0
     for a, b in _chunks(stop - start, batch_size):
@@ -183,7 +178,7 @@ def correct_predictions(model_or_net, x: Tensor, y: Tensor, batch_size: int | No
     model = _module(model_or_net)
     if len(y) == 0:
         raise UserError("cannot evaluate on an empty split (is --heldout-fraction 0?)")
-    device, fmt = _device(model), _memory_format(model)
+    device, fmt = module_device(model), _memory_format(model)
     was_training = model.training
     model.eval()
     try:
@@ -375,7 +370,7 @@ def _on_model_device(net, x: Tensor, y: Tensor, calib: list[Tensor] | None
     """The search's fixed images on the supernet's device when it is not the CPU and they fit under
     :data:`DEVICE_COPY_LIMIT_BYTES`: a search scores thousands of candidates on the same images,
     and a host-to-GPU copy of them per candidate costs about as much as scoring them."""
-    device = _device(net.model)
+    device = module_device(net.model)
     size = x.nbytes + y.nbytes + sum(b.nbytes for b in calib or [])
     if device.type == "cpu" or size > DEVICE_COPY_LIMIT_BYTES:
         return x, y, calib

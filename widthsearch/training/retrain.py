@@ -91,9 +91,9 @@ def network_cost(model: nn.Module, input_shape) -> tuple[int, int]:
     """(FLOPs as MACs of conv + linear, parameters) of a static network, on whatever device it is
     (a run resumed on a GPU counts a model that is already there)."""
     from widthsearch.costs import count_flops, count_params
+    from widthsearch.space.dynamic import module_device
 
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    example = torch.zeros(1, *[int(s) for s in input_shape], device=device)
+    example = torch.zeros(1, *[int(s) for s in input_shape], device=module_device(model))
     return count_flops(model, example), count_params(model)
 
 

@@ -82,9 +82,7 @@ def subnet_step(
     terms = check_terms(terms)
     needs_teacher = any(t.kind != "ce" for t in terms[1:])
     model = net.model
-    # kept on the device and read once at the end: reading each as it comes would make the host
-    # wait for the GPU after every term instead of queueing the next term's kernels
-    found: list[Tensor] = []
+    found: list[Tensor] = []  # read once at the end (see _read_once)
     teacher: Tensor | None = None
     for i, term in enumerate(terms):
         net.set_config(term.subnet)
@@ -96,9 +94,8 @@ def subnet_step(
         loss = _term_loss(term, logits, y, teacher, label_smoothing)
         # a weight of 1 leaves the graph untouched: the AutoSlim step stays bit-identical
         (loss if term.weight == 1.0 else loss * float(term.weight)).backward()
-        found.append(loss.detach().double().reshape(1))
-    *losses, count = torch.cat(found + [correct.double().reshape(1)]).tolist()  # float32 -> float64 is exact
-    return {"losses": losses, "correct": int(count)}
+        found.append(loss.detach())
+    return _read_once(found, correct)
 
 
 def plain_step(model: nn.Module, x: Tensor, y: Tensor, *, label_smoothing: float = 0.0) -> dict:
@@ -106,9 +103,15 @@ def plain_step(model: nn.Module, x: Tensor, y: Tensor, *, label_smoothing: float
     logits = model(x)
     loss = label_loss(logits, y, label_smoothing)
     loss.backward()
-    correct = (logits.detach().argmax(dim=1) == y).sum()
-    value, count = torch.stack([loss.detach().double(), correct.double()]).tolist()  # one transfer, as above
-    return {"losses": [value], "correct": int(count)}
+    return _read_once([loss.detach()], (logits.detach().argmax(dim=1) == y).sum())
+
+
+def _read_once(losses: Sequence[Tensor], correct: Tensor) -> dict:
+    """``{"losses": [float], "correct": int}`` in one device-to-host transfer: reading each value as
+    it comes would make the host wait for the GPU after every term instead of queueing the next
+    term's kernels (float32 -> float64 is exact, so the numbers are those ``float()`` gives)."""
+    *values, count = torch.stack([t.double() for t in [*losses, correct]]).tolist()
+    return {"losses": values, "correct": int(count)}
 
 
 def zero_grads(params: Sequence[torch.nn.Parameter]) -> None:
