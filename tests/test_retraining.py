@@ -115,3 +115,13 @@ def test_network_cost_counts_a_model_where_it_is():
     model = build_model("resnet20", num_classes=10)
     on_cpu = network_cost(model, (3, 32, 32))
     assert network_cost(model.to("meta"), (3, 32, 32)) == on_cpu == (40813184, 272474)
+
+
+def test_compile_reaches_every_retraining_recipe_and_may_be_left_out(tmp_path):
+    from widthsearch.methods.retraining import _plan
+
+    pairs = [(("half", {"width_mult": 0.5}), ("full", {"width_mult": 1.0}))]
+    compiled = _plan({**S, "compile": True}, tmp_path, pairs, S["seeds"], resume=False)
+    assert len(compiled) == 4 and all(t.recipe["compile"] is True for t in compiled)
+    # not given: None, which train_network reads as its default (eager)
+    assert all(t.recipe["compile"] is None for t in _plan(S, tmp_path, pairs, S["seeds"], resume=False))

@@ -491,3 +491,62 @@ def test_a_search_evaluator_moves_its_images_to_the_supernet_once(monkeypatch):
     monkeypatch.setattr(evaluate_module, "DEVICE_COPY_LIMIT_BYTES", x.nbytes)  # too large: left where it is
     make_supernet_evaluator(net, x, y, num_calib_images=32)(net.space.max_config())
     assert {d.type for d in seen[2]} == {"cpu"}
+
+
+def test_compiled_training_step_learns_what_the_eager_one_does_and_resumes_with_or_without(tmp_path):
+    """``--compile`` changes float rounding only: the first epoch's loss equals the eager run's to
+    rounding, the optimizer and checkpoint keep the plain module (no ``_orig_mod.`` keys), and a
+    run may add or drop the flag on resume."""
+    recipe = {"data": "digits", "model": "tiny_cnn", "epochs": 2, "batch_size": 128, "threads": 1}
+    eager = train_network(recipe, tmp_path / "eager")
+    first = train_network({**recipe, "compile": True}, tmp_path / "compiled", stop_after=1)
+    saved = load_checkpoint(tmp_path / "compiled" / "model.pt")
+    assert saved["args"]["compile"] is True
+    assert not any(k.startswith("_orig_mod") for k in saved["model"])
+    eager_log = [json.loads(line) for line in (tmp_path / "eager" / "log.jsonl").read_text().splitlines()]
+    compiled_log = [json.loads(line) for line in (tmp_path / "compiled" / "log.jsonl").read_text().splitlines()]
+    assert compiled_log[0]["loss"] == pytest.approx(eager_log[0]["loss"], rel=1e-3)
+    assert first["complete"] is False
+    # resumed without the flag: the rest trains eagerly, to an accuracy near the eager run's
+    done = train_network({"compile": False}, tmp_path / "compiled", resume=True)
+    assert done["complete"] and abs(done["accuracy"] - eager["accuracy"]) < 0.05
+    model, _ = load_trained(done["checkpoint"])
+    assert sum(p.numel() for p in model.parameters()) == eager["params"]
+
+
+def test_compile_is_refused_where_it_does_not_apply(tmp_path, capsys):
+    # a supernet switches sub-networks every step; the dropout hooks of --train-drop change every epoch
+    assert main(["supernet", "--model", "tiny_cnn", "--epochs", "1", "--compile", "--out", str(tmp_path / "s")]) == 2
+    assert "--compile is for static networks, not a supernet run" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--compile does not work with --train-drop"):
+        train_network({"model": "tiny_cnn", "epochs": 1, "compile": True, "train_drop": 0.05}, tmp_path / "t")
+    assert not (tmp_path / "s" / "supernet.pt").exists() and not (tmp_path / "t" / "model.pt").exists()
+
+
+def test_a_failing_compile_becomes_one_line_naming_the_way_out():
+    from torch._dynamo.exc import TorchDynamoException
+
+    from widthsearch.training.precision import compile_failures
+
+    with pytest.raises(UserError, match=r"torch.compile failed \(no C\+\+ compiler\); train without --compile"):
+        with compile_failures(True):
+            raise TorchDynamoException("no C++ compiler\nlong traceback")
+    with pytest.raises(TorchDynamoException):  # without --compile such an error is not ours to explain
+        with compile_failures(False):
+            raise TorchDynamoException("boom")
+
+
+def test_auto_evaluation_batch_suits_the_device_and_changes_no_number():
+    from widthsearch.training.evaluate import CPU_EVAL_BATCH, GPU_EVAL_BATCH, correct_predictions, eval_batch_size, evaluate_metrics
+
+    assert eval_batch_size("auto", torch.device("cpu")) == CPU_EVAL_BATCH
+    assert eval_batch_size("auto", torch.device("cuda", 0)) == GPU_EVAL_BATCH
+    assert eval_batch_size(37, torch.device("cpu")) == 37 and eval_batch_size(None, torch.device("cpu")) is None
+    torch.manual_seed(0)
+    model = build_model("tiny_cnn")
+    data = load_data("digits")
+    assert len(data.test) > CPU_EVAL_BATCH  # so "auto" cuts the images into several batches
+    auto = evaluate_metrics(model, data.test.x, data.test.y)
+    whole = evaluate_metrics(model, data.test.x, data.test.y, batch_size=None)
+    assert auto["accuracy"] == whole["accuracy"] and auto["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+    assert int(correct_predictions(model, data.test.x, data.test.y).sum()) == round(auto["accuracy"] * len(data.test))

@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "N x --threads within the cores)")
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
                         help="for every stage (default auto: CUDA when available)")
+    parser.add_argument("--compile", action="store_const", const=True, default=None,
+                        help="compile the training steps of static networks with torch.compile: the retraining "
+                        "(autoslim, bcnet, netadjust), the bases (spnet); may be added on --resume")
     parser.add_argument("--out", default="runs/autoslim", metavar="DIR", help="run folder (default runs/autoslim)")
     parser.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "batch_size": args.batch_size, "lr": args.lr,
         "seed": args.seed, "seeds": _seeds(args.seeds), "targets": _targets(args.targets), "bn": args.bn, "search_images": args.search_images,
         "threads": args.threads, "device": args.device, "rounds": args.rounds, "align": args.align,
-        "ablation": args.ablation, "jobs": args.jobs,
+        "ablation": args.ablation, "jobs": args.jobs, "compile": args.compile,
     }
     check_counts(settings, _COUNTS)  # before the supernet trains: a later stage would refuse them after hours
     start = time.time()

@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help=f"training images calibrating each sub-network's BN statistics (default {d['calib_images']})")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
     parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="default auto")
+    parser.add_argument("--compile", action="store_const", const=True, default=None,
+                        help="compile the base trainings' steps with torch.compile (static networks; the joint "
+                        "fine-tune runs as it is)")
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder")
     parser.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -59,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 SETTING_KEYS = ("model", "data", "base_epochs", "finetune_epochs", "residual", "bn_l1", "bn_init", "kd_weight",
-                "batch_size", "lr", "seed", "heldout_fraction", "calib_images", "threads", "device")
+                "batch_size", "lr", "seed", "heldout_fraction", "calib_images", "threads", "device", "compile")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -597,7 +597,7 @@ def run_netadjust(
     from widthsearch.space.config import save_config
 
     s = {**ADJUST_DEFAULTS, **RUN_DEFAULTS, **{k: v for k, v in settings.items()
-                                               if k in _RUN_KEYS + ("retrain_epochs", "seeds") and v is not None}}
+                                               if k in _RUN_KEYS + ("retrain_epochs", "seeds", "compile") and v is not None}}
     s["seeds"] = check_seeds(s["seeds"])  # a bad list fails before any training
     jobs = check_jobs(settings.get("jobs"))  # how the retraining is spread, not what it computes: not in the report
     out = prepare_run_folder(out_dir, resume)

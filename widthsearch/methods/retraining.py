@@ -121,7 +121,7 @@ def _plan(s: Mapping[str, Any], out: Path, pairs: Sequence[tuple[Network, Networ
         for i, seed in enumerate(seeds):
             recipe = {"model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"],
                       "epochs": s["retrain_epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": seed,
-                      "threads": s["threads"], "device": s["device"]}
+                      "threads": s["threads"], "device": s["device"], "compile": s.get("compile")}
             trainings += [Retraining(folders[i], recipe, network) for folders, network in networks]
     return trainings
 

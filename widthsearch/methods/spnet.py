@@ -159,9 +159,10 @@ SPNET_DEFAULTS: dict[str, Any] = {
     "calib_images": 2048,
     "threads": None,
     "device": "auto",
+    "compile": False,  # torch.compile the base trainings' steps (speed only)
 }
-#: settings that may differ on --resume (they do not change the computation)
-_RESUMABLE = {"threads", "device"}
+#: settings that may differ on --resume (they do not change the computation beyond float rounding)
+_RESUMABLE = {"threads", "device", "compile"}
 
 
 def parse_bases(text: str) -> list[float]:
@@ -360,7 +361,7 @@ def _train_base(s: Mapping[str, Any], folder: Path, width: float, progress: bool
     from widthsearch.training.retrain import train_network
 
     recipe = {k: s[k] for k in ("model", "model_kwargs", "data", "batch_size", "lr", "seed", "heldout_fraction",
-                                "threads", "device", "bn_l1", "bn_init")}
+                                "threads", "device", "compile", "bn_l1", "bn_init")}
     again = (folder / "model.pt").exists()  # a killed base training continues from its checkpoint
     result = train_network({**recipe, "epochs": s["base_epochs"]}, folder, width_mult=None if again else width,
                            resume=again, progress=progress, echo=echo)

@@ -54,9 +54,10 @@ ABLATIONS = ("nopad",)
 #: the issue's goals for SP-Net minus S-Net accuracy (fractions): at the smallest target, at the
 #: ones between, at the largest (the paper reports +0.5 to +2.0 points on ImageNet ResNet-50)
 GOALS = {"smallest": 0.005, "middle": 0.0, "largest": -0.003}
-#: settings that may differ on a resume: threads and device do not change the computation, and an
-#: ablation given (or left out) on a resume adds its arm to the run (or leaves it out of the report)
-_RESUMABLE = {"threads", "device", "ablation"}
+#: settings that may differ on a resume: threads, device and compile do not change the computation
+#: (beyond float rounding), and an ablation given (or left out) on a resume adds its arm to the run
+#: (or leaves it out of the report)
+_RESUMABLE = {"threads", "device", "compile", "ablation"}
 #: the settings of a joint training that both arms share
 _JOINT_KEYS = ("model", "data", "batch_size", "lr", "heldout_fraction", "threads", "device", "kd_weight",
                "calib_images")

@@ -60,10 +60,17 @@ __all__ = [
     "METRICS",
     "preserve_bn_state",
     "DEFAULT_CALIB_IMAGES",
+    "eval_batch_size",
 ]
 
 #: images used for BN calibration by default (US-Nets use a few thousand training images)
 DEFAULT_CALIB_IMAGES = 2048
+
+#: evaluation batch of ``batch_size="auto"`` on a CPU: a forward of ResNet-20 in batches of 100-128
+#: runs 2-2.4x as many images a second as in batches of 1000, whose activations spill out of the
+#: caches (``benchmarks/static_speed.py``, docs/benchmarks.md); GPUs take :data:`GPU_EVAL_BATCH`
+CPU_EVAL_BATCH = 128
+GPU_EVAL_BATCH = 1000
 
 #: what an evaluator can return for a configuration (higher is better for both)
 METRICS = ("accuracy", "loss")
@@ -82,6 +89,14 @@ def _memory_format(model: nn.Module) -> torch.memory_format:
                 return torch.channels_last
             break
     return torch.contiguous_format
+
+
+def eval_batch_size(batch_size: int | str | None, device: torch.device) -> int | None:
+    """``batch_size`` itself, or for ``"auto"`` the evaluation batch that suits ``device`` (the
+    numbers do not depend on it in eval mode, up to float rounding)."""
+    if batch_size != "auto":
+        return batch_size  # type: ignore[return-value]
+    return CPU_EVAL_BATCH if device.type == "cpu" else GPU_EVAL_BATCH
 
 
 def _chunks(n: int, batch_size: int | None) -> Iterator[tuple[int, int]]:
@@ -104,7 +119,7 @@ def shard_bounds(n: int, ctx: "DistContext | None") -> tuple[int, int]:
 
 
 @torch.no_grad()
-def _tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None,
+def _tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | str | None,
            start: int = 0, stop: int | None = None) -> tuple[int, float]:
     """(correct predictions, summed cross-entropy) of ``model`` over images ``start:stop`` of ``(x, y)``.
 
@@ -114,7 +129,7 @@ def _tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None,
     device, fmt = module_device(model), _memory_format(model)
     stop = len(y) if stop is None else stop
     correct, loss_sum = 0, 0.0
-    for a, b in _chunks(stop - start, batch_size):
+    for a, b in _chunks(stop - start, eval_batch_size(batch_size, device)):
         xb = x[start + a:start + b].to(device, non_blocking=True)
         if xb.dim() == 4:
             xb = xb.contiguous(memory_format=fmt)
@@ -126,7 +141,7 @@ def _tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None,
     return correct, loss_sum
 
 
-def _shared_tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None,
+def _shared_tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | str | None,
                   ctx: "DistContext | None") -> dict[str, float]:
     """``{"accuracy", "loss", "images"}`` over all of ``(x, y)``: this process tallies its share, the
     counts are summed over the processes (one small all-reduce), so every process gets the totals."""
@@ -142,16 +157,18 @@ def _shared_tally(model: nn.Module, x: Tensor, y: Tensor, batch_size: int | None
 
 
 @torch.no_grad()
-def evaluate(model_or_net, x: Tensor, y: Tensor, batch_size: int | None = 1000) -> float:
+def evaluate(model_or_net, x: Tensor, y: Tensor, batch_size: int | str | None = "auto") -> float:
     """Top-1 accuracy (0..1) of a model (or a :class:`Supernet` at its current config) in eval mode.
 
     BN uses its running statistics. The model's train/eval mode is restored afterwards.
+    ``batch_size``: images per forward; ``"auto"`` suits the model's device (:func:`eval_batch_size`),
+    None is all at once.
     """
     return evaluate_metrics(model_or_net, x, y, batch_size=batch_size)["accuracy"]
 
 
 @torch.no_grad()
-def evaluate_metrics(model_or_net, x: Tensor, y: Tensor, *, batch_size: int | None = 1000,
+def evaluate_metrics(model_or_net, x: Tensor, y: Tensor, *, batch_size: int | str | None = "auto",
                      ctx: "DistContext | None" = None) -> dict[str, float]:
     """``{"accuracy": 0..1, "loss": mean cross-entropy, "images": n}`` of a model in eval mode.
 
@@ -169,7 +186,7 @@ def evaluate_metrics(model_or_net, x: Tensor, y: Tensor, *, batch_size: int | No
 
 
 @torch.no_grad()
-def correct_predictions(model_or_net, x: Tensor, y: Tensor, batch_size: int | None = 1000) -> Tensor:
+def correct_predictions(model_or_net, x: Tensor, y: Tensor, batch_size: int | str | None = "auto") -> Tensor:
     """Per image, whether the top-1 prediction is right (a bool tensor on the CPU), in eval mode.
 
     Its mean is :func:`evaluate`'s accuracy; paired comparisons of two networks (a bootstrap over
@@ -183,7 +200,7 @@ def correct_predictions(model_or_net, x: Tensor, y: Tensor, batch_size: int | No
     model.eval()
     try:
         parts = []
-        for a, b in _chunks(len(y), batch_size):
+        for a, b in _chunks(len(y), eval_batch_size(batch_size, device)):
             xb = x[a:b].to(device, non_blocking=True)
             if xb.dim() == 4:
                 xb = xb.contiguous(memory_format=fmt)
@@ -267,7 +284,7 @@ def supernet_metrics(
             batches, reduce = share_batches(list(calib) if calib is not None else calibration_batches(x), ctx)
             net.calibrate_bn(batches, config, reduce=reduce)
             model.eval()
-            found = _shared_tally(model, x, y, batch_size or 1000, ctx)
+            found = _shared_tally(model, x, y, batch_size or "auto", ctx)
         else:
             model.eval()
             with net.batch_stats():

@@ -34,8 +34,9 @@ from widthsearch.training.steps import zero_grads
 
 __all__ = ["resolve_args", "prepare_output", "EpochLoop", "write_json_atomic", "write_jsonl_atomic"]
 
-#: arguments that may change when resuming (they do not alter the computation, or extend it)
-MUTABLE_ON_RESUME = frozenset({"epochs", "device", "calib_images", "threads", "workers"})
+#: arguments that may change when resuming (they do not alter the computation beyond float rounding, or
+#: extend it)
+MUTABLE_ON_RESUME = frozenset({"epochs", "device", "calib_images", "threads", "workers", "compile"})
 
 
 def resolve_args(

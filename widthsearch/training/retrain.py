@@ -37,6 +37,7 @@ from widthsearch.training.checkpoint import MODEL_FORMAT, load_checkpoint, load_
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.evaluate import correct_predictions, evaluate_metrics
 from widthsearch.training.loop import EpochLoop
+from widthsearch.training.precision import compile_failures, compiled
 from widthsearch.training.skeleton import Job, TrainingKind, record_spec, run_training, spec_for_data
 from widthsearch.training.steps import plain_step
 
@@ -265,10 +266,15 @@ def _build(a: dict, data: Dataset, ctx: DistContext, ckpt: dict | None, *, chann
                         f"here, not {uniform_flops.flops}: it was found for another model or data set")
     dropout = None
     if drop_units is not None:
+        if a.get("compile"):
+            raise UserError("--compile does not work with --train-drop: the dropout's hooks change every epoch")
         dropout = TrainingChannelDropout(model, drop_units, a["train_drop"], a["epochs"], a["seed"], ctx.rank)
+    compile_step = bool(a.get("compile"))
+    forward = compiled(model, compile_step)  # the optimizer, checkpoints and evaluation keep `model`
 
     def step(xb, yb, rng):
-        return plain_step(model, xb, yb, label_smoothing=a["label_smoothing"])
+        with compile_failures(compile_step):
+            return plain_step(forward, xb, yb, label_smoothing=a["label_smoothing"])
 
     def evaluate_epoch() -> dict:
         if len(data.heldout) == 0:
@@ -309,6 +315,7 @@ def _dropout_units(spec: SpaceSpec) -> dict[str, list[str]]:
 NETWORK_TRAINING = TrainingKind(
     what="a trained-model", checkpoint_name=CHECKPOINT_NAME, format=MODEL_FORMAT, options=NETWORK_OPTIONS,
     build=functools.partial(_build, channels=None, uniform_flops=None, width_mult=None, residual=None),
+    compiles=True,
 )
 TRAIN_DEFAULTS: dict[str, Any] = NETWORK_TRAINING.defaults()
 

@@ -56,6 +56,7 @@ class TrainingKind:
     ``options`` are the arguments beyond the :class:`~widthsearch.training.recipe.Recipe`, with
     their defaults; ``build(args, data, ctx, ckpt) -> Job`` sets the run up (``ckpt`` is the loaded
     checkpoint when resuming, else None) and may add entries to ``args`` (they are saved).
+    ``compiles``: whether ``build`` honours the recipe's ``compile`` (static networks only).
     """
 
     what: str  # for messages: "a supernet", "a trained-model", ...
@@ -63,6 +64,7 @@ class TrainingKind:
     format: str
     options: Mapping[str, Any]
     build: Callable[[dict, Dataset, DistContext, dict | None], Job]
+    compiles: bool = False
 
     def defaults(self) -> dict[str, Any]:
         return {**recipe_defaults(), **self.options}
@@ -91,6 +93,9 @@ def run_training(
         raise UserError(f"{ckpt_path} is not {kind.what} checkpoint")
     a = resolve_args(args, kind.defaults(), ckpt["args"] if ckpt else None)
     check_recipe(a)
+    if a.get("compile") and not kind.compiles:
+        raise UserError(f"--compile is for static networks, not {kind.what} run: its sub-networks change from step "
+                        "to step, where compiling does not pay (docs/benchmarks.md)")
     set_threads(a["threads"])
     ctx = DistContext.from_env(a["device"])
     try:
