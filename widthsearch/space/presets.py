@@ -17,7 +17,7 @@ AutoSlim searched MobileNetV2 from a 1.5x supernet, so those presets are configs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 from widthsearch.errors import ConfigError, lookup
 from widthsearch.space.channel_space import ChannelSpace, Config
