@@ -18,7 +18,7 @@ every step, and a joint training of three fixed ResNet-20 sub-networks gained 1.
 168 s compile on a 2-core CPU, against 1.3x for the static ResNet-20.
 
 Measured speed-ups are in ``docs/benchmarks.md`` (``benchmarks/training_precision.py``,
-``benchmarks/compile_step.py``).
+``benchmarks/static_speed.py``).
 """
 
 from __future__ import annotations

@@ -80,8 +80,8 @@ class Recipe:
         False, "NHWC weights and activations (faster with bf16 on CPU; see docs/benchmarks.md)",
         action="store_const", const=True)
     compile: bool = _option(
-        False, "static networks: compile the training step with torch.compile (a one-off compile of about a "
-        "minute per process; 1.3x on a 2-core CPU for ResNet-20, see docs/benchmarks.md)", action="store_const",
+        False, "static networks: compile the training step with torch.compile (a one-off compile of tens of "
+        "seconds per process; 1.3x on a 2-core CPU for ResNet-20, see docs/benchmarks.md)", action="store_const",
         const=True)
 
 
