@@ -2,7 +2,10 @@
 ``torch.compile`` (``--compile``), and evaluation at several batch sizes, each measured side by
 side in one process.
 
-    python benchmarks/static_speed.py [--model resnet20] [--batch 128] [--rounds 8] [--threads 1]
+    python benchmarks/static_speed.py [--model resnet20 | --checkpoint DIR] [--batch 128] [--rounds 8] [--threads 1]
+
+``--checkpoint`` takes the network of a trained-model checkpoint (``train --out DIR``, a retraining
+folder of ``run``): e.g. an exported sub-network with zero-padded residuals, as retrained by a run.
 
 Training: two copies of the same initial weights, one eager and one compiled, each with its own
 SGD optimizer; every round times one full step (zero the gradients, forward, backward, optimizer
@@ -28,6 +31,7 @@ import torch
 from widthsearch.latency import cpu_model
 from widthsearch.models import build_model, model_info
 from widthsearch.training.optim import build_optimizer
+from widthsearch.training.retrain import load_trained
 from widthsearch.training.steps import plain_step, zero_grads
 
 
@@ -51,6 +55,7 @@ def eval_seconds(model: torch.nn.Module, x: torch.Tensor, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--checkpoint", default=None, metavar="DIR", help="the network of this trained-model checkpoint")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
@@ -59,8 +64,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    shape = tuple(model_info(args.model)["input_shape"])
-    base = build_model(args.model, num_classes=10)
+    if args.checkpoint:
+        base, meta = load_trained(args.checkpoint)
+        shape, network = tuple(meta["input_shape"]), f"{meta['model']} from {args.checkpoint}"
+    else:
+        shape, network = tuple(model_info(args.model)["input_shape"]), args.model
+        base = build_model(args.model, num_classes=10)
     x = torch.randn(args.batch, *shape)
     y = torch.randint(0, 10, (args.batch,))
 
@@ -79,7 +88,7 @@ def main() -> None:
             times[name].append(train_step(models[name], forwards[name], optimizers[name], x, y)[0])
 
     print(f"# {datetime.date.today()}, {cpu_model()}, torch {torch.__version__}, {args.threads} thread(s), "
-          f"{args.model}, batch {args.batch}, {args.rounds} rounds")
+          f"{network}, batch {args.batch}, {args.rounds} rounds")
     print("| training step | s/step (median) | img/s | speed-up vs eager | first step (s) |")
     print("|---|---|---|---|---|")
     for name in models:
