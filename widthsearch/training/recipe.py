@@ -81,8 +81,8 @@ class Recipe:
         action="store_const", const=True)
     compile: bool = _option(
         False, "static networks: compile the training step with torch.compile (a one-off compile of tens of "
-        "seconds per process; 1.3x on a 2-core CPU for ResNet-20, see docs/benchmarks.md)", action="store_const",
-        const=True)
+        "seconds per process; a ResNet-20 step alone 1.3x faster on a 2-core CPU, whole epochs less: see "
+        "docs/benchmarks.md)", action="store_const", const=True)
 
 
 def recipe_defaults() -> dict[str, Any]:
