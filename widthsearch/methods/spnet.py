@@ -162,7 +162,7 @@ SPNET_DEFAULTS: dict[str, Any] = {
     "compile": False,  # torch.compile the base trainings' steps (speed only)
 }
 #: settings that may differ on --resume (they do not change the computation beyond float rounding)
-_RESUMABLE = {"threads", "device", "compile"}
+RESUMABLE = frozenset({"threads", "device", "compile"})
 
 
 def parse_bases(text: str) -> list[float]:
@@ -240,7 +240,15 @@ def spnet_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 def _load_state(out: Path, s: Mapping[str, Any], resume: bool) -> dict | None:
     if not resume:
         return None
-    return load_run_state(out / STATE_FILE, s, version=STATE_VERSION, mutable=_RESUMABLE)
+    return load_run_state(out / STATE_FILE, s, version=STATE_VERSION, mutable=RESUMABLE)
+
+
+def spnet_data(s: Mapping[str, Any]):
+    """The data every SP-Net arm trains and scores on: held-out split by ``s["seed"]``, no augmentation
+    (the trainings add their own)."""
+    from widthsearch.data import load_data
+
+    return load_data(s["data"], s["heldout_fraction"], s["seed"], augment="none")
 
 
 class SpnetPlan:
@@ -248,13 +256,12 @@ class SpnetPlan:
     spaces of the bases (``spec(width)``), the bases' FLOPs and the FLOPs targets."""
 
     def __init__(self, s: Mapping[str, Any]) -> None:
-        from widthsearch.data import load_data
         from widthsearch.space import SpaceSpec
         from widthsearch.training.retrain import network_cost
         from widthsearch.space.spec import build_space_model
         from widthsearch.training.skeleton import spec_for_data
 
-        self.data = load_data(s["data"], s["heldout_fraction"], s["seed"], augment="none")
+        self.data = spnet_data(s)
 
         def spec(width: float) -> SpaceSpec:  # every channel count is allowed: pruning sets them freely
             return spec_for_data(SpaceSpec(s["model"], float(width), groups=None, divisor=1, residual=s["residual"],

@@ -40,7 +40,8 @@ from widthsearch.formatting import format_count
 from widthsearch.io import write_json_atomic, write_text_atomic
 from widthsearch.methods.comparison import compare_networks, format_interval, format_mean_std
 from widthsearch.methods.run_state import load_run_state
-from widthsearch.methods.spnet import SPNET_DEFAULTS, SpnetPlan, export_joint_members, run_spnet, spnet_settings
+from widthsearch.methods.spnet import (SPNET_DEFAULTS, RESUMABLE, SpnetPlan, export_joint_members, run_spnet,
+                                       spnet_data, spnet_settings)
 
 __all__ = ["ABLATIONS", "GOALS", "epoch_images", "goals", "matching_epochs", "run_spnet_experiment",
            "spnet_compute", "training_macs"]
@@ -54,10 +55,10 @@ ABLATIONS = ("nopad",)
 #: the issue's goals for SP-Net minus S-Net accuracy (fractions): at the smallest target, at the
 #: ones between, at the largest (the paper reports +0.5 to +2.0 points on ImageNet ResNet-50)
 GOALS = {"smallest": 0.005, "middle": 0.0, "largest": -0.003}
-#: settings that may differ on a resume: threads, device and compile do not change the computation
-#: (beyond float rounding), and an ablation given (or left out) on a resume adds its arm to the run
-#: (or leaves it out of the report)
-_RESUMABLE = {"threads", "device", "compile", "ablation"}
+#: settings that may differ on a resume: SP-Net's own (they do not change the computation beyond
+#: float rounding), and the ablation: given (or left out) on a resume it adds its arm to the run (or
+#: leaves it out of the report)
+_RESUMABLE = RESUMABLE | {"ablation"}
 #: the settings of a joint training that both arms share
 _JOINT_KEYS = ("model", "data", "batch_size", "lr", "heldout_fraction", "threads", "device", "kd_weight",
                "calib_images")
@@ -248,11 +249,10 @@ def _seeds_in_processes(s: Mapping[str, Any], out: Path, images: int, snet_confi
 def _seed_in_worker(s: Mapping[str, Any], seed: int, out: str, images: int, snet_configs: list, done: dict) -> dict:
     """:func:`_seed_arms` in a worker process: epoch lines instead of progress bars (workers share
     one terminal), each naming its seed; returns the seed's arms."""
-    from widthsearch.data import load_data
     from widthsearch.methods.retraining import worker_say
 
     arms = dict(done)
-    data = load_data(s["data"], s["heldout_fraction"], seed, augment="none")  # what SpnetPlan loads
+    data = spnet_data(_arm_settings(s, seed, s["residual"]))  # the data alone: no plan (FLOPs, targets) needed
 
     def finished(stage: str, arm: Mapping[str, Any]) -> bool:
         arms[stage] = dict(arm)

@@ -18,6 +18,7 @@ def module_device(module: nn.Module) -> torch.device:
     """Where a module's parameters are (the CPU for one without parameters)."""
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
+
 Selection = Union[None, slice, torch.Tensor]
 
 
