@@ -33,6 +33,23 @@ def test_search_writes_configs_trajectory_and_plots(supernet_dir, tmp_path, caps
     assert code == 2  # an existing search is never overwritten
 
 
+def test_accuracy_plot_draws_each_arms_means_in_flops_order_and_every_seed(tmp_path, monkeypatch):
+    from widthsearch import plots
+
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)  # keep the figure to look at what it drew
+    series = [("searched", [(20e6, [0.80, 0.84]), (10e6, [0.70, 0.72])]), ("uniform", [(10e6, [0.69, 0.69])])]
+    path = plots.plot_accuracy_vs_flops(series, tmp_path / "accuracy.png", title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ax,) = figures[0].axes
+    means = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines
+             if not line.get_label().startswith("_")}
+    assert means["searched"][0] == [10.0, 20.0] and means["searched"][1] == pytest.approx([71.0, 82.0])
+    assert means["uniform"] == ([10.0], [pytest.approx(69.0)])
+    seeds = sorted(y for line in ax.lines if line.get_label().startswith("_") for y in line.get_ydata())
+    assert seeds == pytest.approx([69.0, 69.0, 70.0, 72.0, 80.0, 84.0])
+
+
 def test_search_target_below_the_minimum_is_a_user_error(supernet_dir, tmp_path, capsys):
     code = main(["search", "--checkpoint", str(supernet_dir / "supernet.pt"), "--target", "flops=10",
                  "--out", str(tmp_path / "s")])
@@ -85,6 +102,8 @@ def test_run_command_end_to_end_on_a_reduced_setting(tmp_path, capsys):
     assert "seeds 3, 4" in report and f"{c['test_images']} test images" in report
     saved = json.loads((out / "report.json").read_text())
     assert saved["targets"][0]["comparison"] == c and result["report_json"] == str(out / "report.json")
+    assert "![retrained accuracy against FLOPs](accuracy.png)" in report and saved["plot"] == str(out / "accuracy.png")
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["run", "--out", str(out)]) == 2  # a finished run is never overwritten
 
 

@@ -117,6 +117,8 @@ def test_the_report_compares_the_arms_per_target_with_goals(uninterrupted):
     report = (out / "report.md").read_text()
     assert "## Ablation: SP-Net without zero-padding match" in report and "## Training compute" in report
     assert report.count("≥ +0.50: ") == 2 and "359 test images" in report
+    assert "](accuracy.png)" in report and result["plot"] == str(out / "accuracy.png")
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ---- resuming -------------------------------------------------------------------------------------

@@ -96,6 +96,37 @@ def plot_adjust_stages(stages: Sequence[Mapping], path: str | Path) -> Path:
     return Path(path)
 
 
+def plot_accuracy_vs_flops(
+    series: Sequence[tuple[str, Sequence[tuple[float, Sequence[float]]]]], path: str | Path, *, title: str
+) -> Path:
+    """Retrained test accuracy against FLOPs, one line per arm through its per-target means.
+
+    ``series``: ``(label, points)`` per arm, a point being ``(FLOPs, accuracy per seed)`` with
+    accuracies as fractions. Each seed is a dot and a bar spans the seeds, so the reader sees
+    how far apart the seeds are next to how far apart the arms are.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, (label, points) in enumerate(series):
+        color = f"C{i % 10}"
+        ordered = sorted(points, key=lambda p: p[0])
+        xs = [flops / 1e6 for flops, _ in ordered]
+        means = [100 * sum(values) / len(values) for _, values in ordered]
+        ax.plot(xs, means, "o-", color=color, ms=5, lw=1.4, label=label)
+        for x, (_, values) in zip(xs, ordered):
+            accuracies = [100 * v for v in values]
+            ax.plot([x] * len(accuracies), accuracies, ".", color=color, ms=4, alpha=0.5)
+            ax.vlines(x, min(accuracies), max(accuracies), color=color, lw=1, alpha=0.6)
+    ax.set_xlabel("MFLOPs (multiply-accumulates)")
+    ax.set_ylabel("test accuracy (%): mean line, seeds as dots")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def _unit_axes(unit_names: Sequence[str]):
     """A figure wide enough for one tick per unit: ``(fig, ax, x positions)``."""
     fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(unit_names)), 4.2))

@@ -217,11 +217,25 @@ def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any]
         "paired bootstrap over the test images pooled across the seeds (test-set noise); a difference is called "
         "significant only when neither contains 0.",
     ]
+    plot = _plot_retrained(out, rows, title) if rows else None
+    if plot:
+        lines += ["", f"![retrained accuracy against FLOPs]({plot.name})"]
     links = ", ".join(f"[{r['target']}]({os.path.relpath(r['config'], out)})" for r in rows)
     lines += ["", search_text, "", f"Configs: {links}", ""]
     path = out / "report.md"
     write_text_atomic(path, "\n".join(lines))
     write_json_atomic(out / "report.json", {"title": title, "settings": dict(settings), "scored_images": scored_images,
-                                            "test_images": images, "seeds": seeds, "targets": list(rows)})
+                                            "test_images": images, "seeds": seeds, "targets": list(rows),
+                                            "plot": str(plot) if plot else None})
     return path
+
+
+def _plot_retrained(out: Path, rows: Sequence[Mapping[str, Any]], title: str) -> Path:
+    """``accuracy.png``: the retrained searched nets and their uniform baselines, accuracy against FLOPs."""
+    from widthsearch.plots import plot_accuracy_vs_flops
+
+    searched = [(r["flops"], r["comparison"]["found"]["values"]) for r in rows]
+    uniform = [(r["uniform_flops"], r["comparison"]["base"]["values"]) for r in rows]
+    return plot_accuracy_vs_flops([("searched", searched), ("uniform width", uniform)], out / "accuracy.png",
+                                  title=f"{title}: retrained searched nets vs uniform width of the same FLOPs")
 

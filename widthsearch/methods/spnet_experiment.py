@@ -408,10 +408,23 @@ def _report(out: Path, s: Mapping[str, Any], plan: SpnetPlan, arms: Mapping[str,
     compute = [_compute_row(k, arms) for k in seeds]
     result = {"targets": targets, "ablation": ablation, "zpm_effect": zpm, "compute": compute,
               "snet_configs": list(snet_configs), "test_images": len(test), "seeds": list(seeds),
+              "plot": str(_plot(out, targets, ablation)),
               "report": str(out / "report.md"), "report_json": str(out / "report.json")}
     write_text_atomic(out / "report.md", _report_text(out, s, plan, result, arms))
     write_json_atomic(out / "report.json", {"title": "SP-Net vs S-Net", "settings": dict(s), **result})
     return result
+
+
+def _plot(out: Path, targets: Sequence[Mapping[str, Any]], ablation: Sequence[Mapping[str, Any]]) -> Path:
+    """``accuracy.png``: every arm's test accuracy against its FLOPs (the mean over the seeds)."""
+    from widthsearch.plots import plot_accuracy_vs_flops
+
+    series = [("SP-Net", [(r["flops"], r["comparison"]["found"]["values"]) for r in targets]),
+              ("S-Net", [(r["uniform_flops"], r["comparison"]["base"]["values"]) for r in targets])]
+    if ablation:
+        series.append(("SP-Net without zero-padding match",
+                       [(r["flops"], r["comparison"]["found"]["values"]) for r in ablation]))
+    return plot_accuracy_vs_flops(series, out / "accuracy.png", title="SP-Net vs S-Net on equal training compute")
 
 
 def _compute_row(seed: int, arms: Mapping[str, Any]) -> dict[str, Any]:
@@ -483,6 +496,8 @@ def _report_text(out: Path, s: Mapping[str, Any], plan: SpnetPlan, result: Mappi
         "only when neither contains 0. Goals (the issue's): SP-Net minus S-Net at least +0.50 points at the smallest "
         "target, 0 at the middle, -0.30 at the largest; *met* compares the mean delta, *(both intervals)* says that "
         "both intervals lie at or above the goal.",
+        "",
+        f"![test accuracy against FLOPs, every arm]({os.path.basename(result['plot'])})",
     ]
     if result["ablation"]:
         lines += [
