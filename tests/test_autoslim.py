@@ -102,7 +102,7 @@ def test_run_command_end_to_end_on_a_reduced_setting(tmp_path, capsys):
     assert "seeds 3, 4" in report and f"{c['test_images']} test images" in report
     saved = json.loads((out / "report.json").read_text())
     assert saved["targets"][0]["comparison"] == c and result["report_json"] == str(out / "report.json")
-    assert "![retrained accuracy against FLOPs](accuracy.png)" in report and saved["plot"] == str(out / "accuracy.png")
+    assert "![retrained accuracy against FLOPs](accuracy.png)" in report and saved["plot"] == result["plot"] == str(out / "accuracy.png")
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["run", "--out", str(out)]) == 2  # a finished run is never overwritten
 

@@ -107,7 +107,7 @@ def run_autoslim(
     report = write_report(out, s, meta, rows, title="AutoSlim run", how="Greedy search", search_text=search_text,
                           scored_images=min(int(s["search_images"]), len(data.heldout)))
     return {"targets": rows, "report": str(report), "report_json": str(out / "report.json"),
-            "search": str(out / "search")}
+            "plot": str(out / "accuracy.png"), "search": str(out / "search")}
 
 
 def prepare_run_folder(out_dir: str | Path, resume: bool) -> Path:

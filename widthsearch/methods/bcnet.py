@@ -258,4 +258,4 @@ def run_bcnet(
     report = write_report(out, s, meta, rows, title="BCNet run", how="Bilateral evolution", search_text=search_text,
                           scored_images=min(int(s["search_images"]), len(data.heldout)))
     return {"targets": rows, "report": str(report), "report_json": str(out / "report.json"),
-            "search": str(out / "search")}
+            "plot": str(out / "accuracy.png"), "search": str(out / "search")}
