@@ -27,7 +27,7 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "check_folder", "folder_has_content", "remove_stale_temps", "RunLock"]
+__all__ = ["LOCK_NAME", "check_folder", "folder_has_content", "lock_status", "remove_stale_temps", "RunLock"]
 
 LOCK_NAME = ".widthsearch.lock"
 #: the temporary names of widthsearch.io.write_atomic: ".<target>.<8 mkstemp characters>.tmp"
@@ -78,6 +78,22 @@ def _read_owner(text: str) -> tuple[int | None, str]:
     parts = text.split()
     pid = int(parts[0]) if parts and parts[0].isdigit() else None
     return pid, parts[1] if len(parts) > 1 else ""
+
+
+def lock_status(folder: str | Path) -> dict[str, int | str | bool | None] | None:
+    """Who holds ``folder``'s lock file, read without locking: ``{"pid", "host", "alive"}``, or None
+    without one. ``alive`` says whether that process still runs: True/False on this host, None on
+    another (it cannot be checked from here). A dead owner's file is what a killed process left;
+    the next run on the folder takes it over."""
+    try:
+        text = (Path(folder) / LOCK_NAME).read_text(errors="replace")
+    except OSError:
+        return None
+    pid, host = _read_owner(text)
+    if pid is None:
+        return None  # a lock file being written this instant
+    alive = _pid_alive(pid) if host in ("", socket.gethostname()) else None
+    return {"pid": pid, "host": host, "alive": alive}
 
 
 class RunLock:

@@ -14,7 +14,7 @@ from widthsearch.errors import UserError
 
 # Each module defines ``register(subparsers)`` which adds its parser and sets ``func``.
 COMMAND_MODULES = ("profile", "space", "export", "latency_table", "supernet", "search", "train", "run", "adjust", "spnet",
-                   "bench")
+                   "bench", "status")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,123 @@
+"""`widthsearch status DIR`: epochs, speed and time left of a run folder's trainings, read without writing."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from widthsearch.cli.main import main
+from widthsearch.runfolder import LOCK_NAME
+from widthsearch.runstatus import run_status
+
+
+def _fingerprint(folder: Path) -> dict[str, tuple[float, str]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime, hashlib.md5(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _training(folder: Path, done: int, planned: int, seconds: list[float], *, result: bool = False) -> None:
+    """A training folder as the training loop leaves it after ``done`` of ``planned`` epochs."""
+    folder.mkdir(parents=True)
+    torch.save({"format": "widthsearch.model/1", "epoch": done, "args": {"epochs": planned}}, folder / "model.pt")
+    rows = [{"epoch": k + 1, "loss": 1.0, "heldout_acc": 0.5 + k / 100, "img_per_s": 100.0 + k, "seconds": s}
+            for k, s in enumerate(seconds)]
+    (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if result:
+        (folder / "result.json").write_text(json.dumps({"epochs": planned, "complete": done >= planned}))
+
+
+def test_a_real_training_stopped_then_resumed(tmp_path, capsys):
+    out = tmp_path / "net"
+    flags = ["train", "--model", "tiny_cnn", "--data", "digits", "--epochs", "3", "--batch-size", "256",
+             "--threads", "1", "--out", str(out), "--json"]
+    assert main([*flags, "--stop-after", "1"]) == 0
+    capsys.readouterr()
+    before = _fingerprint(out)
+    assert main(["status", str(out), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert _fingerprint(out) == before  # read only: no lock, no temp file, nothing touched
+    (t,) = status["trainings"]
+    assert status["state"] == "stopped" and status["lock"] is None and status["report"] is None
+    assert (t["path"], t["kind"], t["epochs_done"], t["epochs"], t["finished"], t["running"]) == (
+        ".", "network", 1, 3, False, False)
+    row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert t["accuracy"] == {"heldout": row["heldout_acc"]} and t["img_per_s"] == row["img_per_s"]
+    assert t["seconds_left"] == pytest.approx(2 * row["seconds"])  # 2 epochs left at the one epoch's pace
+    assert main(["status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "stopped: continue it with the same command and --resume" in text and "1/3" in text
+    assert main([*flags, "--resume"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out), "--json"]) == 0
+    (t,) = json.loads(capsys.readouterr().out)["trainings"]
+    assert (t["epochs_done"], t["finished"], t["seconds_left"]) == (3, True, None)
+
+
+def test_time_left_uses_the_median_of_the_recent_epochs_and_skips_a_cut_line(tmp_path):
+    run = tmp_path / "run"
+    _training(run / "retrain" / "a" / "seed-0", 4, 10, [100.0, 10.0, 20.0, 60.0])
+    with open(run / "retrain" / "a" / "seed-0" / "log.jsonl", "a") as f:
+        f.write('{"epoch": 5, "loss": 0.')  # a kill inside the write of the next row
+    (t,) = run_status(run)["trainings"]
+    assert t["epochs_done"] == 4 and t["seconds_per_epoch"] == 20.0 and t["seconds_left"] == 6 * 20.0
+    assert t["accuracy"] == {"heldout": 0.53}
+
+
+def test_the_checkpoint_not_the_log_says_how_many_epochs_are_done(tmp_path):
+    # a process killed after logging epoch 3 but before its checkpoint landed resumes from epoch 2
+    _training(tmp_path / "t", 2, 5, [10.0, 10.0, 10.0])
+    (t,) = run_status(tmp_path / "t")["trainings"]
+    assert t["epochs_done"] == 2 and t["seconds_left"] == 30.0
+
+
+def test_trainings_in_natural_order_the_longest_sets_the_time_left(tmp_path):
+    for seed, done in ((10, 1), (2, 3), (1, 2)):
+        _training(tmp_path / "run" / f"seed-{seed}", done, 4, [60.0] * done)
+    status = run_status(tmp_path / "run")
+    assert [t["path"] for t in status["trainings"]] == ["seed-1", "seed-2", "seed-10"]
+    assert status["seconds_left_started"] == 3 * 60.0  # they run side by side: the longest, not the sum
+
+
+def test_lock_of_a_live_a_dead_and_a_foreign_process(tmp_path):
+    run = tmp_path / "run"
+    _training(run, 1, 2, [5.0])
+    (run / LOCK_NAME).write_text(f"{os.getpid()} {os.uname().nodename}\n")
+    status = run_status(run)
+    assert status["state"] == "running" and status["trainings"][0]["running"]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run / LOCK_NAME).write_text(f"{gone.stdout.strip()} {os.uname().nodename}\n")
+    status = run_status(run)
+    assert status["state"] == "stopped" and status["lock"]["alive"] is False
+    (run / LOCK_NAME).write_text("123 some-other-host\n")
+    assert run_status(run)["lock"] == {"pid": 123, "host": "some-other-host", "alive": None}
+
+
+def test_a_finished_run_and_its_search(tmp_path, capsys):
+    run = tmp_path / "run"
+    _training(run / "supernet", 2, 2, [5.0, 5.0], result=True)
+    (run / "search").mkdir()
+    (run / "search" / "search_state.json").write_text(json.dumps({"algo": "greedy"}))
+    (run / "search" / "search.json").write_text("{}")
+    (run / "report.md").write_text("# done\n")
+    assert main(["status", str(run)]) == 0
+    text = capsys.readouterr().out
+    assert "finished (report.md)" in text and "search search (greedy): done" in text and "2/2" in text
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: None, "does not exist"),
+    (lambda p: p.write_text("x"), "is not a folder"),
+    (lambda p: p.mkdir(), "holds no widthsearch training, search or report"),
+])
+def test_a_folder_without_a_run_is_a_one_line_error(tmp_path, capsys, make, message):
+    path = tmp_path / "x"
+    make(path)
+    assert main(["status", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

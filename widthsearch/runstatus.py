@@ -1,0 +1,207 @@
+"""How far a run folder has come: ``widthsearch status DIR``.
+
+A long run (``run``, ``adjust``, ``spnet``, a ``supernet`` or ``train`` folder) leaves in every
+training folder a checkpoint (``model.pt``, ``supernet.pt`` or ``joint.pt``: the ``epoch`` it
+completed and the ``args`` it was started with), ``log.jsonl`` (one row per epoch: accuracy, speed,
+seconds) and, once done, ``result.json``; searches leave ``search_state.json`` and then
+``search.json``; a finished method writes ``report.md``; a folder a process is writing into holds
+its lock file (``pid host``, :mod:`widthsearch.runfolder`). This module reads those and nothing
+else: no lock is taken and nothing is written, so it is safe beside the process it watches.
+
+The time left is an estimate for the trainings that have started only (a run folder does not say
+which trainings are still to come): the epochs left times the median of the last three epochs'
+seconds.
+"""
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+from widthsearch.errors import UserError
+from widthsearch.runfolder import lock_status
+
+__all__ = ["CHECKPOINT_KINDS", "format_status", "run_status", "training_status"]
+
+#: a training folder's checkpoint file and the kind of training it holds
+CHECKPOINT_KINDS = {"model.pt": "network", "supernet.pt": "supernet", "joint.pt": "joint"}
+#: epochs whose duration predicts the next ones (the first epoch of a process also compiles, warms caches)
+RECENT_EPOCHS = 3
+
+
+def run_status(folder: str | Path) -> dict[str, Any]:
+    """Everything :mod:`the module doc <widthsearch.runstatus>` lists about ``folder``, JSON-ready."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
+    trainings = [training_status(path.parent, root) for path in _natural_sorted(root.rglob("log.jsonl"))]
+    searches = [_search_status(path.parent, root) for path in _natural_sorted(root.rglob("search_state.json"))]
+    if not trainings and not searches and not (root / "report.md").exists():
+        raise UserError(f"{root} holds no widthsearch training, search or report")
+    lock = lock_status(root)
+    report = root / "report.md"
+    left = [t["seconds_left"] for t in trainings if t["seconds_left"] is not None]
+    return {
+        "folder": str(root),
+        "state": "finished" if report.exists() else "running" if lock and lock["alive"] else "stopped",
+        "lock": lock,
+        "report": str(report) if report.exists() else None,
+        "trainings": trainings,
+        "searches": searches,
+        "running": sum(t["running"] for t in trainings),
+        # trainings that run side by side overlap, so the longest is the wall time they need at least
+        "seconds_left_started": max(left) if left else None,
+    }
+
+
+def training_status(folder: Path, root: Path | None = None) -> dict[str, Any]:
+    """One training folder: kind, epochs done of planned, the last epoch's numbers, time left."""
+    rows = _log_rows(folder / "log.jsonl")
+    result = _read_json(folder / "result.json")
+    checkpoint = next((folder / name for name in CHECKPOINT_KINDS if (folder / name).exists()), None)
+    header = _checkpoint_header(checkpoint) if checkpoint else {}
+    done = header.get("epoch", rows[-1]["epoch"] if rows else 0)
+    planned = (result or {}).get("epochs") or (header.get("args") or {}).get("epochs")
+    finished = bool(result and result.get("complete"))
+    recent = [r["seconds"] for r in rows[-RECENT_EPOCHS:] if isinstance(r.get("seconds"), (int, float))]
+    per_epoch = statistics.median(recent) if recent else None
+    left = None
+    if not finished and planned is not None and per_epoch is not None:
+        left = max(0, int(planned) - int(done)) * per_epoch
+    lock = lock_status(folder)
+    last = rows[-1] if rows else {}
+    return {
+        "path": str(folder.relative_to(root)) if root is not None and folder != root else ".",
+        "kind": CHECKPOINT_KINDS.get(checkpoint.name) if checkpoint else None,
+        "epochs_done": int(done),
+        "epochs": int(planned) if planned is not None else None,
+        "finished": finished,
+        "running": bool(lock and lock["alive"]),
+        "accuracy": _accuracy(last),
+        "img_per_s": last.get("img_per_s"),
+        "seconds_per_epoch": per_epoch,
+        "seconds_left": left,
+    }
+
+
+def _search_status(folder: Path, root: Path) -> dict[str, Any]:
+    state = _read_json(folder / "search_state.json") or {}
+    return {"path": str(folder.relative_to(root)) if folder != root else ".",
+            "finished": (folder / "search.json").exists(), "algo": state.get("algo"),
+            "running": bool((lock := lock_status(folder)) and lock["alive"])}
+
+
+def _accuracy(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The last epoch's held-out accuracy as the training kind logs it."""
+    if "heldout_acc" in row:
+        return {"heldout": row["heldout_acc"]}
+    if "max_acc" in row:
+        return {"max": row["max_acc"], "min": row.get("min_acc")}
+    if row.get("subnet_acc"):
+        return {"subnets": list(row["subnet_acc"])}
+    return None
+
+
+def _log_rows(path: Path) -> list[dict[str, Any]]:
+    """The epoch rows of ``log.jsonl``; a line a kill cut short is passed over."""
+    rows = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
+    return rows
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _checkpoint_header(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``epoch`` and ``args``, its tensors memory-mapped rather than read (a large
+    supernet's checkpoint is hundreds of MB); ``{}`` when it cannot be read (being replaced, say)."""
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - a status display falls back to the log, whatever went wrong
+        return {}
+    if not isinstance(ckpt, dict):
+        return {}
+    return {k: ckpt[k] for k in ("epoch", "args") if k in ckpt}
+
+
+def _natural_sorted(paths) -> list[Path]:
+    """Paths in the order people number things: seed-2 before seed-10, rounds/9 before rounds/10."""
+    def key(path: Path):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+    return sorted(paths, key=key)
+
+
+# ---- text ------------------------------------------------------------------------------------------
+def format_status(status: dict[str, Any]) -> str:
+    """The status as a few lines of text: the folder's state, one line per training and search."""
+    lines = [f"{status['folder']}: {_state_text(status)}"]
+    if status["trainings"]:
+        width = max(len(t["path"]) for t in status["trainings"])
+        lines.append(f"  {'training':<{width}}  {'kind':<8}  {'epochs':>7}  {'accuracy':<17}  {'img/s':>6}  "
+                     f"{'s/epoch':>7}  left")
+        for t in status["trainings"]:
+            epochs = f"{t['epochs_done']}/{t['epochs'] if t['epochs'] is not None else '?'}"
+            speed = f"{t['img_per_s']:.0f}" if t["img_per_s"] is not None else "-"
+            per_epoch = f"{t['seconds_per_epoch']:.0f}" if t["seconds_per_epoch"] is not None else "-"
+            left = "done" if t["finished"] else _duration(t["seconds_left"])
+            if t["running"]:
+                left += " (running)"
+            lines.append(f"  {t['path']:<{width}}  {t['kind'] or '-':<8}  {epochs:>7}  {_accuracy_text(t['accuracy']):<17}"
+                         f"  {speed:>6}  {per_epoch:>7}  {left}")
+    for s in status["searches"]:
+        what = "done" if s["finished"] else "running" if s["running"] else "started"
+        lines.append(f"  search {s['path']}" + (f" ({s['algo']})" if s["algo"] else "") + f": {what}")
+    if status["seconds_left_started"] is not None:
+        lines.append(f"  started trainings: {_duration(status['seconds_left_started'])} left at their recent speed "
+                     "(trainings still to come are not counted)")
+    return "\n".join(lines)
+
+
+def _state_text(status: dict[str, Any]) -> str:
+    lock = status["lock"]
+    if status["state"] == "finished":
+        return "finished (report.md)"
+    if status["state"] == "running":
+        return f"running (process {lock['pid']}" + (f" on {lock['host']}" if lock["host"] else "") + ")"
+    if lock and lock["alive"] is None:
+        return f"locked by process {lock['pid']} on {lock['host']} (another host: cannot tell whether it runs)"
+    if status["running"]:
+        return f"{status['running']} training(s) running, no process holds the folder itself"
+    return "stopped: continue it with the same command and --resume"
+
+
+def _accuracy_text(accuracy: dict[str, Any] | None) -> str:
+    if not accuracy:
+        return "-"
+    if "heldout" in accuracy:
+        return f"held-out {100 * accuracy['heldout']:.2f}%"
+    if "max" in accuracy:
+        low = f"/{100 * accuracy['min']:.1f}" if accuracy.get("min") is not None else ""
+        return f"max/min {100 * accuracy['max']:.1f}{low}%"
+    return "subnets " + "/".join(f"{100 * a:.1f}" for a in accuracy["subnets"]) + "%"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
