@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from widthsearch.errors import UserError
-from widthsearch.io import write_json_atomic
+from widthsearch.io import write_json_atomic, write_text_atomic
 from widthsearch.methods.run_state import load_run_state
 from widthsearch.space import ChannelSpace, Subnet, Supernet
 
@@ -506,5 +506,5 @@ def _write_report(out: Path, s: Mapping[str, Any], summary: Mapping[str, Any]) -
                      f"{100 * b['accuracy']:.2f}% |")
     lines.append("")
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path

@@ -10,6 +10,7 @@ from widthsearch.bench.cbm.oracle import CBM_LOWER, CBMBench, run_benchmark
 from widthsearch.bench.cbm.plots import plot_space
 from widthsearch.bench.cbm.table import DEFAULT_BUDGETS, SPACES, space_name
 from widthsearch.errors import UserError
+from widthsearch.io import write_text_atomic
 from widthsearch.search.evolution import DEFAULT_VARIANT
 
 __all__ = ["write_report"]
@@ -85,7 +86,7 @@ def write_report(
     lines.append("")
     for name, img in images.items():
         lines += [f"## {name}", "", f"![{name}]({img})", ""]
-    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(out / "report.md", "\n".join(lines))
     summary = [
         {k: r[k] for k in ("space", "budget", "algo", "rank_mean", "rank_median", "rank_max", "evaluations_mean",
                            "seconds_mean", "random_best_of_n_rank")}
