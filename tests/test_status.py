@@ -110,6 +110,20 @@ def test_a_finished_run_and_its_search(tmp_path, capsys):
     assert "finished (report.md)" in text and "search search (greedy): done" in text and "2/2" in text
 
 
+def test_the_methods_stages_from_their_state_files(tmp_path):
+    run = tmp_path / "run"
+    (run / "adjust").mkdir(parents=True)
+    (run / "adjust" / "adjust_state.json").write_text(json.dumps({"settings": {"rounds": 5}, "rounds": [{}, {}]}))
+    (run / "spnet" / "seed-0").mkdir(parents=True)
+    (run / "spnet" / "seed-0" / "spnet_state.json").write_text(
+        json.dumps({"settings": {"bases": [0.75, 1.0]}, "stage": "bases", "bases": [{}]}))
+    (run / "experiment_state.json").write_text(json.dumps({"arms": {"spnet:10": {}, "snet:0": {}, "spnet:2": {}}}))
+    stages = {s["path"]: s["text"] for s in run_status(run)["stages"]}  # no training yet: still a run
+    assert stages == {"adjust": "Network Adjustment: 2/5 rounds done",
+                      "spnet/seed-0": "SP-Net: 1/2 bases trained, stage bases",
+                      ".": "SP-Net vs S-Net: arms recorded as done: snet:0, spnet:2, spnet:10"}
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: None, "does not exist"),
     (lambda p: p.write_text("x"), "is not a folder"),

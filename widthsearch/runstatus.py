@@ -4,7 +4,8 @@ A long run (``run``, ``adjust``, ``spnet``, a ``supernet`` or ``train`` folder) 
 training folder a checkpoint (``model.pt``, ``supernet.pt`` or ``joint.pt``: the ``epoch`` it
 completed and the ``args`` it was started with), ``log.jsonl`` (one row per epoch: accuracy, speed,
 seconds) and, once done, ``result.json``; searches leave ``search_state.json`` and then
-``search.json``; a finished method writes ``report.md``; a folder a process is writing into holds
+``search.json``; Network Adjustment, SP-Net and its experiment keep their stage in
+``adjust_state.json``, ``spnet_state.json`` and ``experiment_state.json``; a finished method writes ``report.md``; a folder a process is writing into holds
 its lock file (``pid host``, :mod:`widthsearch.runfolder`). This module reads those and nothing
 else: no lock is taken and nothing is written, so it is safe beside the process it watches.
 
@@ -27,6 +28,8 @@ __all__ = ["CHECKPOINT_KINDS", "format_status", "run_status", "training_status"]
 
 #: a training folder's checkpoint file and the kind of training it holds
 CHECKPOINT_KINDS = {"model.pt": "network", "supernet.pt": "supernet", "joint.pt": "joint"}
+#: the state files of the methods whose runs have stages beyond their trainings
+METHOD_STATES = ("adjust_state.json", "spnet_state.json", "experiment_state.json")
 #: epochs whose duration predicts the next ones (the first epoch of a process also compiles, warms caches)
 RECENT_EPOCHS = 3
 
@@ -38,7 +41,9 @@ def run_status(folder: str | Path) -> dict[str, Any]:
         raise UserError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
     trainings = [training_status(path.parent, root) for path in _natural_sorted(root.rglob("log.jsonl"))]
     searches = [_search_status(path.parent, root) for path in _natural_sorted(root.rglob("search_state.json"))]
-    if not trainings and not searches and not (root / "report.md").exists():
+    stages = [line for path in _natural_sorted(p for name in METHOD_STATES for p in root.rglob(name))
+              if (line := _method_stage(path, root)) is not None]
+    if not trainings and not searches and not stages and not (root / "report.md").exists():
         raise UserError(f"{root} holds no widthsearch training, search or report")
     lock = lock_status(root)
     report = root / "report.md"
@@ -50,6 +55,7 @@ def run_status(folder: str | Path) -> dict[str, Any]:
         "report": str(report) if report.exists() else None,
         "trainings": trainings,
         "searches": searches,
+        "stages": stages,
         "running": sum(t["running"] for t in trainings),
         # trainings that run side by side overlap, so the longest is the wall time they need at least
         "seconds_left_started": max(left) if left else None,
@@ -84,6 +90,24 @@ def training_status(folder: Path, root: Path | None = None) -> dict[str, Any]:
         "seconds_per_epoch": per_epoch,
         "seconds_left": left,
     }
+
+
+def _method_stage(path: Path, root: Path) -> dict[str, str] | None:
+    """Where a method's own state file says its run stands (None when it cannot be read)."""
+    state = _read_json(path)
+    if state is None:
+        return None
+    settings = state.get("settings") or {}
+    if path.name == "adjust_state.json":
+        text = f"Network Adjustment: {len(state.get('rounds') or [])}/{settings.get('rounds', '?')} rounds done"
+    elif path.name == "spnet_state.json":
+        bases = f"{len(state.get('bases') or [])}/{len(settings.get('bases') or []) or '?'} bases trained"
+        text = f"SP-Net: {bases}, stage {state.get('stage', '?')}"
+    else:  # experiment_state.json
+        done = ", ".join(_natural_sorted_names(state.get("arms") or {})) or "none yet"
+        text = f"SP-Net vs S-Net: arms recorded as done: {done}"
+    folder = path.parent
+    return {"path": str(folder.relative_to(root)) if folder != root else ".", "state": path.name, "text": text}
 
 
 def _search_status(folder: Path, root: Path) -> dict[str, Any]:
@@ -143,11 +167,17 @@ def _checkpoint_header(path: Path) -> dict[str, Any]:
     return {k: ckpt[k] for k in ("epoch", "args") if k in ckpt}
 
 
+def _natural_key(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
 def _natural_sorted(paths) -> list[Path]:
     """Paths in the order people number things: seed-2 before seed-10, rounds/9 before rounds/10."""
-    def key(path: Path):
-        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
-    return sorted(paths, key=key)
+    return sorted(paths, key=lambda path: _natural_key(str(path)))
+
+
+def _natural_sorted_names(names) -> list[str]:
+    return sorted(names, key=_natural_key)
 
 
 # ---- text ------------------------------------------------------------------------------------------
@@ -167,6 +197,8 @@ def format_status(status: dict[str, Any]) -> str:
                 left += " (running)"
             lines.append(f"  {t['path']:<{width}}  {t['kind'] or '-':<8}  {epochs:>7}  {_accuracy_text(t['accuracy']):<17}"
                          f"  {speed:>6}  {per_epoch:>7}  {left}")
+    for stage in status["stages"]:
+        lines.append(f"  {stage['path']}: {stage['text']}")
     for s in status["searches"]:
         what = "done" if s["finished"] else "running" if s["running"] else "started"
         lines.append(f"  search {s['path']}" + (f" ({s['algo']})" if s["algo"] else "") + f": {what}")
