@@ -84,7 +84,9 @@ def lock_status(folder: str | Path) -> dict[str, int | str | bool | None] | None
     """Who holds ``folder``'s lock file, read without locking: ``{"pid", "host", "alive"}``, or None
     without one. ``alive`` says whether that process still runs: True/False on this host, None on
     another (it cannot be checked from here). A dead owner's file is what a killed process left;
-    the next run on the folder takes it over."""
+    the next run on the folder takes it over. The pid is checked rather than the ``flock`` itself:
+    probing the lock would, for an instant, make a run starting on the folder refuse it. So a pid
+    that the system has since given to another process reads as alive."""
     try:
         text = (Path(folder) / LOCK_NAME).read_text(errors="replace")
     except OSError:
