@@ -121,6 +121,10 @@ ROWS = [
      "plot.png already exists"),
     ("bench-max-evals", ["bench", "cbm", "--space", "mobilenet", "--max-evals", "0"], "--max-evals must be at least 1"),
     ("bench-compare", ["bench", "cbm", "--space", "mobilenet", "--compare", "flops"], "--compare needs --scores"),
+    # status (reads a run folder, never writes)
+    ("status-missing", ["status", "missing"], "missing does not exist"),
+    ("status-file", ["status", "afile"], "afile is not a folder"),
+    ("status-no-run", ["status", "emptydir"], "holds no widthsearch training, search or report"),
 ]
 
 

@@ -1,4 +1,6 @@
-"""`widthsearch status DIR`: epochs, speed and time left of a run folder's trainings, read without writing."""
+"""`widthsearch status DIR`: epochs, speed and time left of a run folder's trainings, read without writing.
+
+Its bad inputs (a missing folder, a file, a folder without a run) are rows of test_bad_inputs.py."""
 from __future__ import annotations
 
 import hashlib
@@ -122,16 +124,3 @@ def test_the_methods_stages_from_their_state_files(tmp_path):
     assert stages == {"adjust": "Network Adjustment: 2/5 rounds done",
                       "spnet/seed-0": "SP-Net: 1/2 bases trained, stage bases",
                       ".": "SP-Net vs S-Net: arms recorded as done: snet:0, spnet:2, spnet:10"}
-
-
-@pytest.mark.parametrize("make, message", [
-    (lambda p: None, "does not exist"),
-    (lambda p: p.write_text("x"), "is not a folder"),
-    (lambda p: p.mkdir(), "holds no widthsearch training, search or report"),
-])
-def test_a_folder_without_a_run_is_a_one_line_error(tmp_path, capsys, make, message):
-    path = tmp_path / "x"
-    make(path)
-    assert main(["status", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
