@@ -27,13 +27,7 @@ def plot_trajectory(trajectory: Sequence[Mapping], found: Sequence[Mapping], pat
     ax.set_xlabel("MFLOPs (multiply-accumulates)")
     ax.set_ylabel("held-out accuracy of the supernet (%)")
     ax.invert_xaxis()
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title("AutoSlim greedy slimming")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, "AutoSlim greedy slimming", path)
 
 
 def plot_widths(
@@ -87,13 +81,8 @@ def plot_adjust_stages(stages: Sequence[Mapping], path: str | Path) -> Path:
     ax.set_xticklabels([f"{s['resolution']}\n{n}" for s, n in zip(stages, counts)], fontsize=8)
     ax.set_xlabel("stage: output resolution of the units")
     ax.set_ylabel("channels, summed over the stage's units")
-    ax.set_title("Network Adjustment: channels per stage (same FLOPs as the original)", fontsize=9)
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, "Network Adjustment: channels per stage (same FLOPs as the original)", path,
+                   legend_size=7, grid_axis="y")
 
 
 def plot_accuracy_vs_flops(
@@ -118,13 +107,7 @@ def plot_accuracy_vs_flops(
             ax.vlines(x, min(accuracies), max(accuracies), color=color, lw=1, alpha=0.6)
     ax.set_xlabel("MFLOPs (multiply-accumulates)")
     ax.set_ylabel("test accuracy (%): mean line, seeds as dots")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, title, path)
 
 
 def _unit_axes(unit_names: Sequence[str]):
@@ -138,10 +121,14 @@ def _unit_axes(unit_names: Sequence[str]):
 
 def _save_unit_axes(fig, ax, title: str, path: str | Path) -> Path:
     ax.set_ylabel("channels")
-    ax.set_title(title)
-    ax.title.set_fontsize(9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    return _finish(fig, ax, title, path, legend_size=7)
+
+
+def _finish(fig, ax, title: str, path: str | Path, *, legend_size: int = 8, grid_axis: str = "both") -> Path:
+    """Title, grid and legend as every figure here has them; saved to ``path`` and closed."""
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis=grid_axis)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
