@@ -98,6 +98,13 @@ def test_lock_of_a_live_a_dead_and_a_foreign_process(tmp_path):
     assert status["state"] == "stopped" and status["lock"]["alive"] is False
     (run / LOCK_NAME).write_text("123 some-other-host\n")
     assert run_status(run)["lock"] == {"pid": 123, "host": "some-other-host", "alive": None}
+    # a training that locks its own folder inside a run folder nobody holds (a worker of a killed parent)
+    (run / LOCK_NAME).unlink()
+    _training(run / "inner", 1, 2, [5.0])
+    (run / "inner" / LOCK_NAME).write_text(f"{os.getpid()} {os.uname().nodename}\n")
+    status = run_status(run)
+    assert status["state"] == "running" and {t["path"]: t["running"] for t in status["trainings"]} == {
+        ".": False, "inner": True}
 
 
 def test_a_finished_run_and_its_search(tmp_path, capsys):

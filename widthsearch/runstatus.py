@@ -48,9 +48,10 @@ def run_status(folder: str | Path) -> dict[str, Any]:
     lock = lock_status(root)
     report = root / "report.md"
     left = [t["seconds_left"] for t in trainings if t["seconds_left"] is not None]
+    running = bool(lock and lock["alive"]) or any(t["running"] for t in trainings)
     return {
         "folder": str(root),
-        "state": "finished" if report.exists() else "running" if lock and lock["alive"] else "stopped",
+        "state": "finished" if report.exists() else "running" if running else "stopped",
         "lock": lock,
         "report": str(report) if report.exists() else None,
         "trainings": trainings,
@@ -79,7 +80,7 @@ def training_status(folder: Path, root: Path | None = None) -> dict[str, Any]:
     lock = lock_status(folder)
     last = rows[-1] if rows else {}
     return {
-        "path": str(folder.relative_to(root)) if root is not None and folder != root else ".",
+        "path": _relative(folder, root),
         "kind": CHECKPOINT_KINDS.get(checkpoint.name) if checkpoint else None,
         "epochs_done": int(done),
         "epochs": int(planned) if planned is not None else None,
@@ -106,15 +107,18 @@ def _method_stage(path: Path, root: Path) -> dict[str, str] | None:
     else:  # experiment_state.json
         done = ", ".join(_natural_sorted_names(state.get("arms") or {})) or "none yet"
         text = f"SP-Net vs S-Net: arms recorded as done: {done}"
-    folder = path.parent
-    return {"path": str(folder.relative_to(root)) if folder != root else ".", "state": path.name, "text": text}
+    return {"path": _relative(path.parent, root), "state": path.name, "text": text}
 
 
 def _search_status(folder: Path, root: Path) -> dict[str, Any]:
     state = _read_json(folder / "search_state.json") or {}
-    return {"path": str(folder.relative_to(root)) if folder != root else ".",
+    return {"path": _relative(folder, root),
             "finished": (folder / "search.json").exists(), "algo": state.get("algo"),
             "running": bool((lock := lock_status(folder)) and lock["alive"])}
+
+
+def _relative(folder: Path, root: Path | None) -> str:
+    return str(folder.relative_to(root)) if root is not None and folder != root else "."
 
 
 def _accuracy(row: dict[str, Any]) -> dict[str, Any] | None:
@@ -212,12 +216,12 @@ def _state_text(status: dict[str, Any]) -> str:
     lock = status["lock"]
     if status["state"] == "finished":
         return "finished (report.md)"
-    if status["state"] == "running":
+    if lock and lock["alive"]:
         return f"running (process {lock['pid']}" + (f" on {lock['host']}" if lock["host"] else "") + ")"
-    if lock and lock["alive"] is None:
-        return f"locked by process {lock['pid']} on {lock['host']} (another host: cannot tell whether it runs)"
     if status["running"]:
         return f"{status['running']} training(s) running, no process holds the folder itself"
+    if lock and lock["alive"] is None:
+        return f"locked by process {lock['pid']} on {lock['host']} (another host: cannot tell whether it runs)"
     return "stopped: continue it with the same command and --resume"
 
 
