@@ -103,8 +103,8 @@ def test_lock_of_a_live_a_dead_and_a_foreign_process(tmp_path):
     _training(run / "inner", 1, 2, [5.0])
     (run / "inner" / LOCK_NAME).write_text(f"{os.getpid()} {os.uname().nodename}\n")
     status = run_status(run)
-    assert status["state"] == "running" and {t["path"]: t["running"] for t in status["trainings"]} == {
-        ".": False, "inner": True}
+    assert status["state"] == "running" and [(t["path"], t["running"]) for t in status["trainings"]] == [
+        (".", False), ("inner", True)]  # the run folder's own training first
 
 
 def test_a_finished_run_and_its_search(tmp_path, capsys):

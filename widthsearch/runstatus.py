@@ -39,10 +39,12 @@ def run_status(folder: str | Path) -> dict[str, Any]:
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
-    trainings = [training_status(path.parent, root) for path in _natural_sorted(root.rglob("log.jsonl"))]
-    searches = [_search_status(path.parent, root) for path in _natural_sorted(root.rglob("search_state.json"))]
-    stages = [line for path in _natural_sorted(p for name in METHOD_STATES for p in root.rglob(name))
-              if (line := _method_stage(path, root)) is not None]
+    def found(*names: str) -> list[Path]:  # the run folder's own files first, then its subfolders in order
+        return sorted((p for name in names for p in root.rglob(name)), key=lambda p: _natural_key(_relative(p.parent, root)))
+
+    trainings = [training_status(path.parent, root) for path in found("log.jsonl")]
+    searches = [_search_status(path.parent, root) for path in found("search_state.json")]
+    stages = [line for path in found(*METHOD_STATES) if (line := _method_stage(path, root)) is not None]
     if not trainings and not searches and not stages and not (root / "report.md").exists():
         raise UserError(f"{root} holds no widthsearch training, search or report")
     lock = lock_status(root)
@@ -172,12 +174,8 @@ def _checkpoint_header(path: Path) -> dict[str, Any]:
 
 
 def _natural_key(text: str) -> list:
+    """Sorts names the way people number things: seed-2 before seed-10, rounds/9 before rounds/10."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def _natural_sorted(paths) -> list[Path]:
-    """Paths in the order people number things: seed-2 before seed-10, rounds/9 before rounds/10."""
-    return sorted(paths, key=lambda path: _natural_key(str(path)))
 
 
 def _natural_sorted_names(names) -> list[str]:
