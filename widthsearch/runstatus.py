@@ -5,9 +5,9 @@ training folder a checkpoint (``model.pt``, ``supernet.pt`` or ``joint.pt``: the
 completed and the ``args`` it was started with), ``log.jsonl`` (one row per epoch: accuracy, speed,
 seconds) and, once done, ``result.json``; searches leave ``search_state.json`` and then
 ``search.json``; Network Adjustment, SP-Net and its experiment keep their stage in
-``adjust_state.json``, ``spnet_state.json`` and ``experiment_state.json``; a finished method writes ``report.md``; a folder a process is writing into holds
-its lock file (``pid host``, :mod:`widthsearch.runfolder`). This module reads those and nothing
-else: no lock is taken and nothing is written, so it is safe beside the process it watches.
+``adjust_state.json``, ``spnet_state.json`` and ``experiment_state.json``; a finished method
+writes ``report.md``; a folder a process is writing into holds its lock file (``pid host``,
+:mod:`widthsearch.runfolder`). This module reads those and nothing else: no lock is taken and nothing is written, so it is safe beside the process it watches.
 
 The time left is an estimate for the trainings that have started only (a run folder does not say
 which trainings are still to come): the epochs left times the median of the last three epochs'
@@ -40,7 +40,8 @@ def run_status(folder: str | Path) -> dict[str, Any]:
     if not root.is_dir():
         raise UserError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
     def found(*names: str) -> list[Path]:  # the run folder's own files first, then its subfolders in order
-        return sorted((p for name in names for p in root.rglob(name)), key=lambda p: _natural_key(_relative(p.parent, root)))
+        paths = (p for name in names for p in root.rglob(name))
+        return sorted(paths, key=lambda p: _natural_key(_relative(p.parent, root)))
 
     trainings = [training_status(path.parent, root) for path in found("log.jsonl")]
     searches = [_search_status(path.parent, root) for path in found("search_state.json")]
@@ -197,8 +198,9 @@ def format_status(status: dict[str, Any]) -> str:
             left = "done" if t["finished"] else _duration(t["seconds_left"])
             if t["running"]:
                 left += " (running)"
-            lines.append(f"  {t['path']:<{width}}  {t['kind'] or '-':<8}  {epochs:>7}  {_accuracy_text(t['accuracy']):<17}"
-                         f"  {speed:>6}  {per_epoch:>7}  {left}")
+            accuracy = _accuracy_text(t["accuracy"])
+            lines.append(f"  {t['path']:<{width}}  {t['kind'] or '-':<8}  {epochs:>7}  {accuracy:<17}  {speed:>6}  "
+                         f"{per_epoch:>7}  {left}")
     for stage in status["stages"]:
         lines.append(f"  {stage['path']}: {stage['text']}")
     for s in status["searches"]:

@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "status", help="how far a run folder has come: epochs per training, speed, time left, running or stopped",
         description="Read a run folder (of run, adjust, spnet, supernet, train or search) without locking or "
         "writing it: per training its epochs done of planned, the last epoch's held-out accuracy and speed, and "
-        "the time left at the recent speed; per search whether it finished; the stage of a Network Adjustment or SP-Net run (rounds, bases, "
-        "arms done); whether a process still writes into the folder. The time left counts the trainings that have started only.")
+        "the time left at the recent speed; per search whether it finished; the stage of a Network Adjustment or "
+        "SP-Net run (rounds, bases, arms done); whether a process still writes into the folder. The time left "
+        "counts the trainings that have started only.")
     parser.add_argument("folder", metavar="DIR", help="the run folder (the --out of the command that wrote it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
