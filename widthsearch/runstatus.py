@@ -7,7 +7,8 @@ seconds) and, once done, ``result.json``; searches leave ``search_state.json`` a
 ``search.json``; Network Adjustment, SP-Net and its experiment keep their stage in
 ``adjust_state.json``, ``spnet_state.json`` and ``experiment_state.json``; a finished method
 writes ``report.md``; a folder a process is writing into holds its lock file (``pid host``,
-:mod:`widthsearch.runfolder`). This module reads those and nothing else: no lock is taken and nothing is written, so it is safe beside the process it watches.
+:mod:`widthsearch.runfolder`). This module reads those and nothing else: no lock is taken and
+nothing is written, so it is safe beside the process it watches.
 
 The time left is an estimate for the trainings that have started only (a run folder does not say
 which trainings are still to come): the epochs left times the median of the last three epochs'
