@@ -111,12 +111,12 @@ def test_a_finished_run_and_its_search(tmp_path, capsys):
     run = tmp_path / "run"
     _training(run / "supernet", 2, 2, [5.0, 5.0], result=True)
     (run / "search").mkdir()
-    (run / "search" / "search_state.json").write_text(json.dumps({"algo": "greedy"}))
+    (run / "search" / "search_state.json").write_text(json.dumps({"format": "widthsearch.search-state/2", "algorithm": "greedy"}))
     (run / "search" / "search.json").write_text("{}")
     (run / "report.md").write_text("# done\n")
     assert main(["status", str(run)]) == 0
     text = capsys.readouterr().out
-    assert "finished (report.md)" in text and "search search (greedy): done" in text and "2/2" in text
+    assert "finished (report.md)" in text and "search: greedy search, done" in text and "2/2" in text
 
 
 def test_the_methods_stages_from_their_state_files(tmp_path):

@@ -117,7 +117,7 @@ def _method_stage(path: Path, root: Path) -> dict[str, str] | None:
 def _search_status(folder: Path, root: Path) -> dict[str, Any]:
     state = _read_json(folder / "search_state.json") or {}
     return {"path": _relative(folder, root),
-            "finished": (folder / "search.json").exists(), "algo": state.get("algo"),
+            "finished": (folder / "search.json").exists(), "algorithm": state.get("algorithm"),
             "running": bool((lock := lock_status(folder)) and lock["alive"])}
 
 
@@ -206,7 +206,8 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  {stage['path']}: {stage['text']}")
     for s in status["searches"]:
         what = "done" if s["finished"] else "running" if s["running"] else "started"
-        lines.append(f"  search {s['path']}" + (f" ({s['algo']})" if s["algo"] else "") + f": {what}")
+        kind = f"{s['algorithm']} search" if s["algorithm"] else "search"
+        lines.append(f"  {s['path']}: {kind}, {what}")
     if status["seconds_left_started"] is not None:
         lines.append(f"  started trainings: {_duration(status['seconds_left_started'])} left at their recent speed "
                      "(trainings still to come are not counted)")
