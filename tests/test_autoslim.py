@@ -29,6 +29,9 @@ def test_search_writes_configs_trajectory_and_plots(supernet_dir, tmp_path, caps
     rows = list(csv.DictReader(open(out / "trajectory.csv")))
     assert int(rows[0]["flops"]) > int(rows[-1]["flops"])
     assert (out / "trajectory.png").stat().st_size > 0 and (out / "widths.png").stat().st_size > 0
+    assert main(["status", str(out), "--json"]) == 0  # a search folder alone is a run status can read
+    status = json.loads(capsys.readouterr().out)
+    assert status["searches"] == [{"path": ".", "finished": True, "algorithm": "greedy", "running": False}]
     code = main(["search", "--checkpoint", str(supernet_dir / "supernet.pt"), "--target", "flops=0.6", "--out", str(out)])
     assert code == 2  # an existing search is never overwritten
 

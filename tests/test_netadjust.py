@@ -93,6 +93,16 @@ def uninterrupted(tmp_path_factory):
     return na.run_rounds(SETTINGS, out), out
 
 
+def test_status_reads_the_rounds_and_their_trainings(uninterrupted):
+    from widthsearch.runstatus import run_status
+
+    _, out = uninterrupted
+    status = run_status(out)
+    assert [s["text"] for s in status["stages"]] == ["Network Adjustment: 2/2 rounds done"]
+    assert [(t["path"], t["epochs_done"], t["epochs"], t["finished"]) for t in status["trainings"]] == [
+        ("rounds/1/train", 2, 2, True), ("rounds/2/train", 2, 2, True)]
+
+
 def test_adjust_keeps_flops_and_writes_its_outputs(uninterrupted):
     summary, out = uninterrupted
     assert abs(summary["flops"] - summary["original_flops"]) <= 0.01 * summary["original_flops"]

@@ -121,6 +121,20 @@ def test_the_report_compares_the_arms_per_target_with_goals(uninterrupted):
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_status_reads_every_arm_of_the_finished_experiment(uninterrupted):
+    from widthsearch.runstatus import run_status
+
+    _, out = uninterrupted
+    status = run_status(out)
+    stages = {s["path"]: s["text"] for s in status["stages"]}
+    assert stages["."] == "SP-Net vs S-Net: arms recorded as done: nopad:0, nopad:1, snet:0, snet:1, spnet:0, spnet:1"
+    assert stages["spnet/seed-1"] == "SP-Net: 2/2 bases trained, stage done"
+    assert status["state"] == "finished" and all(t["finished"] for t in status["trainings"])
+    kinds = {t["path"]: t["kind"] for t in status["trainings"]}
+    assert kinds["snet/seed-0"] == kinds["spnet/seed-0/finetune"] == "joint"
+    assert kinds["spnet/seed-0/bases/0.75"] == "network"
+
+
 # ---- resuming -------------------------------------------------------------------------------------
 def _killer(at: int):
     """An echo that raises after the ``at``-th epoch line (the epoch's checkpoint is written)."""
