@@ -23,14 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from widthsearch.errors import UserError
+from widthsearch.methods import netadjust, spnet, spnet_experiment, supernet_search
 from widthsearch.runfolder import lock_status
+from widthsearch.training import joint, retrain, slimmable
 
 __all__ = ["CHECKPOINT_KINDS", "format_status", "run_status", "training_status"]
 
-#: a training folder's checkpoint file and the kind of training it holds
-CHECKPOINT_KINDS = {"model.pt": "network", "supernet.pt": "supernet", "joint.pt": "joint"}
+#: a training folder's checkpoint file and the kind of training it holds (the names the trainings write)
+CHECKPOINT_KINDS = {retrain.CHECKPOINT_NAME: "network", slimmable.CHECKPOINT_NAME: "supernet",
+                    joint.CHECKPOINT_NAME: "joint"}
 #: the state files of the methods whose runs have stages beyond their trainings
-METHOD_STATES = ("adjust_state.json", "spnet_state.json", "experiment_state.json")
+METHOD_STATES = (netadjust.STATE_FILE, spnet.STATE_FILE, spnet_experiment.STATE_FILE)
 #: epochs whose duration predicts the next ones (the first epoch of a process also compiles, warms caches)
 RECENT_EPOCHS = 3
 
@@ -40,24 +43,24 @@ def run_status(folder: str | Path) -> dict[str, Any]:
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
-    def found(*names: str) -> list[Path]:  # the run folder's own files first, then its subfolders in order
-        paths = (p for name in names for p in root.rglob(name))
-        return sorted(paths, key=lambda p: _natural_key(_relative(p.parent, root)))
-
-    trainings = [training_status(path.parent, root) for path in found("log.jsonl")]
-    searches = [_search_status(path.parent, root) for path in found("search_state.json")]
-    stages = [line for path in found(*METHOD_STATES) if (line := _method_stage(path, root)) is not None]
-    if not trainings and not searches and not stages and not (root / "report.md").exists():
+    # one walk of the tree; the run folder's own files first, then its subfolders in natural order
+    wanted = {"log.jsonl", supernet_search.STATE_FILE, *METHOD_STATES}
+    files = sorted((p for p in root.rglob("*") if p.name in wanted),
+                   key=lambda p: _natural_key(_relative(p.parent, root)))
+    trainings = [training_status(p.parent, root) for p in files if p.name == "log.jsonl"]
+    searches = [_search_status(p.parent, root) for p in files if p.name == supernet_search.STATE_FILE]
+    stages = [line for p in files if p.name in METHOD_STATES and (line := _method_stage(p, root)) is not None]
+    report = root / "report.md" if (root / "report.md").exists() else None
+    if not trainings and not searches and not stages and report is None:
         raise UserError(f"{root} holds no widthsearch training, search or report")
     lock = lock_status(root)
-    report = root / "report.md"
     left = [t["seconds_left"] for t in trainings if t["seconds_left"] is not None]
     running = bool(lock and lock["alive"]) or any(t["running"] for t in trainings)
     return {
         "folder": str(root),
-        "state": "finished" if report.exists() else "running" if running else "stopped",
+        "state": "finished" if report else "running" if running else "stopped",
         "lock": lock,
-        "report": str(report) if report.exists() else None,
+        "report": str(report) if report else None,
         "trainings": trainings,
         "searches": searches,
         "stages": stages,
@@ -103,19 +106,19 @@ def _method_stage(path: Path, root: Path) -> dict[str, str] | None:
     if state is None:
         return None
     settings = state.get("settings") or {}
-    if path.name == "adjust_state.json":
+    if path.name == netadjust.STATE_FILE:
         text = f"Network Adjustment: {len(state.get('rounds') or [])}/{settings.get('rounds', '?')} rounds done"
-    elif path.name == "spnet_state.json":
+    elif path.name == spnet.STATE_FILE:
         bases = f"{len(state.get('bases') or [])}/{len(settings.get('bases') or []) or '?'} bases trained"
         text = f"SP-Net: {bases}, stage {state.get('stage', '?')}"
     else:  # experiment_state.json
-        done = ", ".join(_natural_sorted_names(state.get("arms") or {})) or "none yet"
+        done = ", ".join(sorted(state.get("arms") or {}, key=_natural_key)) or "none yet"
         text = f"SP-Net vs S-Net: arms recorded as done: {done}"
     return {"path": _relative(path.parent, root), "state": path.name, "text": text}
 
 
 def _search_status(folder: Path, root: Path) -> dict[str, Any]:
-    state = _read_json(folder / "search_state.json") or {}
+    state = _read_json(folder / supernet_search.STATE_FILE) or {}
     return {"path": _relative(folder, root),
             "finished": (folder / "search.json").exists(), "algorithm": state.get("algorithm"),
             "running": bool((lock := lock_status(folder)) and lock["alive"])}
@@ -178,10 +181,6 @@ def _checkpoint_header(path: Path) -> dict[str, Any]:
 def _natural_key(text: str) -> list:
     """Sorts names the way people number things: seed-2 before seed-10, rounds/9 before rounds/10."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
-
-
-def _natural_sorted_names(names) -> list[str]:
-    return sorted(names, key=_natural_key)
 
 
 # ---- text ------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_text_atomic
-from widthsearch.methods.comparison import format_interval, format_mean_std
+from widthsearch.methods.comparison import format_interval, format_mean_std, retrained_points
 from widthsearch.models.user import require_width_mult
 from widthsearch.methods.retraining import check_jobs, check_seeds, retrain_pairs
 from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
@@ -234,8 +234,7 @@ def _plot_retrained(out: Path, rows: Sequence[Mapping[str, Any]], title: str) ->
     """``accuracy.png``: the retrained searched nets and their uniform baselines, accuracy against FLOPs."""
     from widthsearch.plots import plot_accuracy_vs_flops
 
-    searched = [(r["flops"], r["comparison"]["found"]["values"]) for r in rows]
-    uniform = [(r["uniform_flops"], r["comparison"]["base"]["values"]) for r in rows]
+    searched, uniform = retrained_points(rows)
     return plot_accuracy_vs_flops([("searched", searched), ("uniform width", uniform)], out / "accuracy.png",
                                   title=f"{title}: retrained searched nets vs uniform width of the same FLOPs")
 

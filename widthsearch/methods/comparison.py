@@ -18,12 +18,12 @@ verdict. Nothing here reads files or trains: callers pass the per-image correctn
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 __all__ = ["LEVEL", "RESAMPLES", "accuracy_summary", "bootstrap_interval", "compare_networks", "format_interval",
-           "format_mean_std", "t_interval"]
+           "format_mean_std", "retrained_points", "t_interval"]
 
 #: confidence level of both intervals
 LEVEL = 0.95
@@ -129,3 +129,13 @@ def format_mean_std(summary: dict[str, Any]) -> str:
     """An :func:`accuracy_summary` as ``91.23% ± 0.15`` (no ``±`` for one value)."""
     std = "" if summary["std"] is None else f" ± {100 * summary['std']:.2f}"
     return f"{100 * summary['mean']:.2f}%{std}"
+
+
+def retrained_points(rows: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[float, list[float]]],
+                                                              list[tuple[float, list[float]]]]:
+    """The two arms of report rows (each with ``flops``, ``uniform_flops`` and a ``comparison``) as
+    the points :func:`~widthsearch.plots.plot_accuracy_vs_flops` draws: ``(FLOPs, accuracy per
+    seed)`` of the compared network, then of its baseline."""
+    found = [(r["flops"], r["comparison"]["found"]["values"]) for r in rows]
+    base = [(r["uniform_flops"], r["comparison"]["base"]["values"]) for r in rows]
+    return found, base

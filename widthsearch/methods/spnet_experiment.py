@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 from widthsearch.errors import UserError
 from widthsearch.formatting import format_count
 from widthsearch.io import write_json_atomic, write_text_atomic
-from widthsearch.methods.comparison import compare_networks, format_interval, format_mean_std
+from widthsearch.methods.comparison import compare_networks, format_interval, format_mean_std, retrained_points
 from widthsearch.methods.run_state import load_run_state
 from widthsearch.methods.spnet import (SPNET_DEFAULTS, RESUMABLE, SpnetPlan, export_joint_members, run_spnet,
                                        spnet_data, spnet_settings)
@@ -419,11 +419,10 @@ def _plot(out: Path, targets: Sequence[Mapping[str, Any]], ablation: Sequence[Ma
     """``accuracy.png``: every arm's test accuracy against its FLOPs (the mean over the seeds)."""
     from widthsearch.plots import plot_accuracy_vs_flops
 
-    series = [("SP-Net", [(r["flops"], r["comparison"]["found"]["values"]) for r in targets]),
-              ("S-Net", [(r["uniform_flops"], r["comparison"]["base"]["values"]) for r in targets])]
+    spnet, snet = retrained_points(targets)
+    series = [("SP-Net", spnet), ("S-Net", snet)]
     if ablation:
-        series.append(("SP-Net without zero-padding match",
-                       [(r["flops"], r["comparison"]["found"]["values"]) for r in ablation]))
+        series.append(("SP-Net without zero-padding match", retrained_points(ablation)[0]))
     return plot_accuracy_vs_flops(series, out / "accuracy.png", title="SP-Net vs S-Net on equal training compute")
 
 
