@@ -1,4 +1,5 @@
-"""``widthsearch run``: a method end to end (AutoSlim: supernet -> greedy search -> retraining -> report).
+"""``widthsearch run``: a method end to end, from training to the retrained networks' report (AutoSlim, BCNet,
+Network Adjustment, SP-Net against S-Net).
 
 The method is looked up by name in :data:`widthsearch.methods.METHODS`."""
 from __future__ import annotations
@@ -17,7 +18,8 @@ from widthsearch.formatting import format_count
 
 def register(sub: argparse._SubParsersAction) -> None:
     d = RUN_DEFAULTS
-    parser = sub.add_parser("run", help="a method end to end (AutoSlim: supernet, greedy search, retraining, report)")
+    parser = sub.add_parser("run", help="a method end to end, retraining and report included "
+                            "(autoslim, bcnet, netadjust, spnet)")
     parser.add_argument("--method", default="autoslim", metavar="NAME",
                         help=f"method: {', '.join(METHODS)} (default autoslim)")
     parser.add_argument("--model", default=None, metavar="M", help=f"{MODEL_HELP} (default {d['model']})")
