@@ -15,7 +15,7 @@ import torch
 
 from widthsearch.cli.main import main
 from widthsearch.runfolder import LOCK_NAME
-from widthsearch.runstatus import run_status
+from widthsearch.runstatus import format_status, run_status
 
 
 def _fingerprint(folder: Path) -> dict[str, tuple[float, str]]:
@@ -131,3 +131,76 @@ def test_the_methods_stages_from_their_state_files(tmp_path):
     assert stages == {"adjust": "Network Adjustment: 2/5 rounds done",
                       "spnet/seed-0": "SP-Net: 1/2 bases trained, stage bases",
                       ".": "SP-Net vs S-Net: arms recorded as done: snet:0, spnet:2, spnet:10"}
+
+
+# ---- the epoch in progress: progress.json ------------------------------------------------------------
+def _progress(folder: Path, pid: int, host: str, *, epoch: int, step: int, steps: int, seconds: float,
+              phase: str = "train") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "progress.json").write_text(json.dumps({
+        "pid": pid, "host": host, "checkpoint": "joint.pt", "epoch": epoch, "epochs": 5, "step": step,
+        "steps": steps, "phase": phase, "seconds": seconds, "img_per_s": 10.0, "time": 0.0}))
+
+
+def test_a_training_shows_its_epoch_in_progress_even_before_its_first_checkpoint(tmp_path, monkeypatch):
+    from widthsearch.training import progress_file
+    from widthsearch.training.retrain import train_network
+
+    monkeypatch.setattr(progress_file, "PROGRESS_INTERVAL", 0.0)  # write at every step
+    views, listings = [], []
+    write = progress_file.ProgressFile._write
+
+    def write_then_look(self, **what):
+        write(self, **what)
+        if what["phase"] == "train" and what["step"] == 2:
+            views.append(run_status(tmp_path / "run"))  # as `widthsearch status` in another process sees it
+            listings.append(sorted(p.name for p in out.iterdir()))
+
+    monkeypatch.setattr(progress_file.ProgressFile, "_write", write_then_look)
+    out = tmp_path / "run" / "net"  # folders the training itself makes
+    train_network({"model": "tiny_cnn", "data": "digits", "epochs": 2, "batch_size": 256, "threads": 1}, out)
+
+    first, second = (view["trainings"] for view in views)
+    (t,) = first
+    assert listings[0] == ["progress.json"]  # in epoch 1 the folder holds nothing else yet
+    current = t["current"]
+    assert (t["path"], t["kind"], t["epochs_done"], t["epochs"], t["running"]) == ("net", "network", 0, 2, True)
+    assert (current["epoch"], current["step"], current["phase"]) == (1, 2, "train") and current["steps"] > 2
+    part = 2 / current["steps"]
+    assert current["part_done"] == pytest.approx(part)
+    # no epoch finished yet: the first one's pace so far, extrapolated
+    assert t["seconds_left"] == pytest.approx((2 - part) * current["seconds"] / part)
+    assert views[0]["state"] == "running"
+    assert f"(running: epoch 1 at {100 * part:.0f}%)" in format_status(views[0])
+
+    (t,) = second
+    epoch_seconds = json.loads((out / "log.jsonl").read_text().splitlines()[0])["seconds"]
+    assert (t["epochs_done"], t["current"]["epoch"], t["seconds_per_epoch"]) == (1, 2, epoch_seconds)
+    assert t["seconds_left"] == pytest.approx((1 - part) * epoch_seconds)
+
+    assert not (out / "progress.json").exists()  # removed when the training returns
+    (t,) = run_status(tmp_path / "run")["trainings"]
+    assert (t["current"], t["running"], t["finished"]) == (None, False, True)
+
+
+def test_a_progress_file_whose_writer_is_gone_or_elsewhere_is_no_running_epoch(tmp_path):
+    run = tmp_path / "run"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _training(run / "a", 1, 4, [10.0])
+    _progress(run / "a", int(gone.stdout), os.uname().nodename, epoch=2, step=3, steps=6, seconds=5.0)
+    _progress(run / "b", int(gone.stdout), os.uname().nodename, epoch=1, step=3, steps=6, seconds=5.0)  # killed in epoch 1
+    _progress(run / "c", os.getpid(), "some-other-host", epoch=1, step=3, steps=6, seconds=5.0)
+    status = run_status(run)
+    a, b, c = status["trainings"]
+    assert status["state"] == "stopped" and not any(t["running"] or t["current"] for t in (a, b, c))
+    assert a["seconds_left"] == 3 * 10.0  # the stale part-epoch does not count
+    assert (b["path"], b["epochs_done"], b["epochs"], b["kind"], b["seconds_left"]) == ("b", 0, None, None, None)
+
+    # live, in its evaluation, after epochs of history: the evaluated epoch counts as done
+    _progress(run / "a", os.getpid(), os.uname().nodename, epoch=2, step=6, steps=6, seconds=9.0, phase="evaluate")
+    (a, *_) = run_status(run)["trainings"]
+    assert a["running"] and a["current"]["phase"] == "evaluate" and a["seconds_left"] == 2 * 10.0
+    assert "(running: epoch 2 evaluating)" in format_status(run_status(run))
+    # a file this version did not write is passed over
+    (run / "a" / "progress.json").write_text('{"pid": "x"}')
+    assert run_status(run)["trainings"][0]["current"] is None

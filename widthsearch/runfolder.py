@@ -27,7 +27,8 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "check_folder", "folder_has_content", "lock_status", "remove_stale_temps", "RunLock"]
+__all__ = ["LOCK_NAME", "check_folder", "folder_has_content", "lock_status", "process_alive", "remove_stale_temps",
+           "RunLock"]
 
 LOCK_NAME = ".widthsearch.lock"
 #: the temporary names of widthsearch.io.write_atomic: ".<target>.<8 mkstemp characters>.tmp"
@@ -94,8 +95,13 @@ def lock_status(folder: str | Path) -> dict[str, int | str | bool | None] | None
     pid, host = _read_owner(text)
     if pid is None:
         return None  # a lock file being written this instant
-    alive = _pid_alive(pid) if host in ("", socket.gethostname()) else None
-    return {"pid": pid, "host": host, "alive": alive}
+    return {"pid": pid, "host": host, "alive": process_alive(pid, host)}
+
+
+def process_alive(pid: int, host: str) -> bool | None:
+    """Whether process ``pid`` of ``host`` still runs: True/False on this host (or an empty host),
+    None on another, where it cannot be checked from here."""
+    return _pid_alive(pid) if host in ("", socket.gethostname()) else None
 
 
 class RunLock:

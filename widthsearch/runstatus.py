@@ -3,7 +3,8 @@
 A long run (``run``, ``adjust``, ``spnet``, a ``supernet`` or ``train`` folder) leaves in every
 training folder a checkpoint (``model.pt``, ``supernet.pt`` or ``joint.pt``: the ``epoch`` it
 completed and the ``args`` it was started with), ``log.jsonl`` (one row per epoch: accuracy, speed,
-seconds) and, once done, ``result.json``; searches leave ``search_state.json`` and then
+seconds) and, once done, ``result.json``; while an epoch runs, ``progress.json`` (its step, phase
+and speed so far, :mod:`widthsearch.training.progress_file`); searches leave ``search_state.json`` and then
 ``search.json``; Network Adjustment, SP-Net and its experiment keep their stage in
 ``adjust_state.json``, ``spnet_state.json`` and ``experiment_state.json``; a finished method
 writes ``report.md``; a folder a process is writing into holds its lock file (``pid host``,
@@ -11,8 +12,9 @@ writes ``report.md``; a folder a process is writing into holds its lock file (``
 nothing is written, so it is safe beside the process it watches.
 
 The time left is an estimate for the trainings that have started only (a run folder does not say
-which trainings are still to come): the epochs left times the median of the last three epochs'
-seconds.
+which trainings are still to come): the epochs left, less the part of the current one done, times
+the median of the last three epochs' seconds; in a first epoch, its seconds so far divided by the
+part done (training steps only, so a little short: evaluation follows).
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ from typing import Any
 
 from widthsearch.errors import UserError
 from widthsearch.methods import netadjust, spnet, spnet_experiment, supernet_search
-from widthsearch.runfolder import lock_status
+from widthsearch.runfolder import lock_status, process_alive
 from widthsearch.training import joint, retrain, slimmable
+from widthsearch.training.progress_file import PROGRESS_NAME
 
 __all__ = ["CHECKPOINT_KINDS", "format_status", "run_status", "training_status"]
 
@@ -44,10 +47,12 @@ def run_status(folder: str | Path) -> dict[str, Any]:
     if not root.is_dir():
         raise UserError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
     # one walk of the tree; the run folder's own files first, then its subfolders in natural order
-    wanted = {"log.jsonl", supernet_search.STATE_FILE, *METHOD_STATES}
+    wanted = {"log.jsonl", PROGRESS_NAME, supernet_search.STATE_FILE, *METHOD_STATES}
     files = sorted((p for p in root.rglob("*") if p.name in wanted),
                    key=lambda p: _natural_key(_relative(p.parent, root)))
-    trainings = [training_status(p.parent, root) for p in files if p.name == "log.jsonl"]
+    # a training in its first epoch has only progress.json; dict keys keep the order, once each
+    folders = dict.fromkeys(p.parent for p in files if p.name in ("log.jsonl", PROGRESS_NAME))
+    trainings = [training_status(folder, root) for folder in folders]
     searches = [_search_status(p.parent, root) for p in files if p.name == supernet_search.STATE_FILE]
     stages = [line for p in files if p.name in METHOD_STATES and (line := _method_stage(p, root)) is not None]
     report = root / "report.md" if (root / "report.md").exists() else None
@@ -71,33 +76,65 @@ def run_status(folder: str | Path) -> dict[str, Any]:
 
 
 def training_status(folder: Path, root: Path | None = None) -> dict[str, Any]:
-    """One training folder: kind, epochs done of planned, the last epoch's numbers, time left."""
+    """One training folder: kind, epochs done of planned, the last epoch's numbers, the epoch in
+    progress (``current``: None unless a live process writes ``progress.json``), time left."""
     rows = _log_rows(folder / "log.jsonl")
     result = _read_json(folder / "result.json")
+    current = _current_epoch(folder)
     checkpoint = next((folder / name for name in CHECKPOINT_KINDS if (folder / name).exists()), None)
     header = _checkpoint_header(checkpoint) if checkpoint else {}
     done = header.get("epoch", rows[-1]["epoch"] if rows else 0)
-    planned = (result or {}).get("epochs") or (header.get("args") or {}).get("epochs")
+    planned = ((result or {}).get("epochs") or (header.get("args") or {}).get("epochs")
+               or (current or {}).get("epochs"))
     finished = bool(result and result.get("complete"))
     recent = [r["seconds"] for r in rows[-RECENT_EPOCHS:] if isinstance(r.get("seconds"), (int, float))]
     per_epoch = statistics.median(recent) if recent else None
+    part_done = current["part_done"] if current else 0.0
+    if per_epoch is None and current and part_done > 0:
+        per_epoch_now = current["seconds"] / part_done  # a first epoch: extrapolate it
+    else:
+        per_epoch_now = per_epoch
     left = None
-    if not finished and planned is not None and per_epoch is not None:
-        left = max(0, int(planned) - int(done)) * per_epoch
+    if not finished and planned is not None and per_epoch_now is not None:
+        left = max(0.0, int(planned) - int(done) - part_done) * per_epoch_now
     lock = lock_status(folder)
     last = rows[-1] if rows else {}
+    kind_file = checkpoint.name if checkpoint else (current or {}).get("checkpoint")
     return {
         "path": _relative(folder, root),
-        "kind": CHECKPOINT_KINDS.get(checkpoint.name) if checkpoint else None,
+        "kind": CHECKPOINT_KINDS.get(kind_file),
         "epochs_done": int(done),
         "epochs": int(planned) if planned is not None else None,
         "finished": finished,
-        "running": bool(lock and lock["alive"]),
+        "running": bool(lock and lock["alive"]) or current is not None,
+        "current": current,
         "accuracy": _accuracy(last),
         "img_per_s": last.get("img_per_s"),
         "seconds_per_epoch": per_epoch,
         "seconds_left": left,
     }
+
+
+def _current_epoch(folder: Path) -> dict[str, Any] | None:
+    """The epoch a live process is running in ``folder``, from its ``progress.json``: ``epoch``
+    (1-based), ``epochs``, ``step`` of ``steps``, ``part_done`` (their ratio), ``phase``
+    (``train``/``evaluate``), ``seconds`` and ``img_per_s`` so far, ``checkpoint`` (the file it
+    will write). None without the file, or when its writer is gone (a kill leaves it behind) or
+    runs on another host (no way to tell from here)."""
+    progress = _read_json(folder / PROGRESS_NAME)
+    if progress is None:
+        return None
+    try:
+        pid, host = int(progress["pid"]), str(progress.get("host", ""))
+        step, steps = int(progress["step"]), int(progress["steps"])
+        epoch, seconds = int(progress["epoch"]), float(progress["seconds"])
+    except (KeyError, TypeError, ValueError):
+        return None  # not a file this version wrote
+    if process_alive(pid, host) is not True or steps < 1:
+        return None
+    return {"epoch": epoch, "epochs": progress.get("epochs"), "step": step, "steps": steps,
+            "part_done": min(1.0, max(0.0, step / steps)), "phase": progress.get("phase"),
+            "seconds": seconds, "img_per_s": progress.get("img_per_s"), "checkpoint": progress.get("checkpoint")}
 
 
 def _method_stage(path: Path, root: Path) -> dict[str, str] | None:
@@ -196,7 +233,9 @@ def format_status(status: dict[str, Any]) -> str:
             speed = f"{t['img_per_s']:.0f}" if t["img_per_s"] is not None else "-"
             per_epoch = f"{t['seconds_per_epoch']:.0f}" if t["seconds_per_epoch"] is not None else "-"
             left = "done" if t["finished"] else _duration(t["seconds_left"])
-            if t["running"]:
+            if t["current"]:
+                left += f" (running: {_current_text(t['current'])})"
+            elif t["running"]:
                 left += " (running)"
             accuracy = _accuracy_text(t["accuracy"])
             lines.append(f"  {t['path']:<{width}}  {t['kind'] or '-':<8}  {epochs:>7}  {accuracy:<17}  {speed:>6}  "
@@ -211,6 +250,13 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  started trainings: {_duration(status['seconds_left_started'])} left at their recent speed "
                      "(trainings still to come are not counted)")
     return "\n".join(lines)
+
+
+def _current_text(current: dict[str, Any]) -> str:
+    """``epoch 2 at 43%`` or ``epoch 2 evaluating``."""
+    if current["phase"] == "evaluate":
+        return f"epoch {current['epoch']} evaluating"
+    return f"epoch {current['epoch']} at {100 * current['part_done']:.0f}%"
 
 
 def _state_text(status: dict[str, Any]) -> str:

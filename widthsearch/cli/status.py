@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "status", help="how far a run folder has come: epochs per training, speed, time left, running or stopped",
         description="Read a run folder (of run, adjust, spnet, supernet, train or search) without locking or "
-        "writing it: per training its epochs done of planned, the last epoch's held-out accuracy and speed, and "
+        "writing it: per training its epochs done of planned, the last epoch's held-out accuracy and speed, where "
+        "the epoch in progress stands (step, or evaluating; also in a first epoch, before any checkpoint), and "
         "the time left at the recent speed; per search whether it finished; the stage of a Network Adjustment or "
         "SP-Net run (rounds, bases, arms done); whether a process still writes into the folder. The time left "
         "counts the trainings that have started only.")

@@ -29,6 +29,7 @@ from widthsearch.training.bn_sparsity import add_bn_l1, bn_weights
 from widthsearch.training.checkpoint import atomic_save, load_checkpoint, load_state_checked, rng_state, set_rng_state
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.optim import WarmupCosine, build_optimizer
+from widthsearch.training import progress_file
 from widthsearch.training.precision import apply_memory_format, autocast, to_memory_format
 from widthsearch.training.steps import zero_grads
 
@@ -116,8 +117,11 @@ class EpochLoop:
         echo: Callable[[str], None] | None = None,
         epoch_start: Callable[[int], dict | None] | None = None,
         side_files: Mapping[str, str] | None = None,
+        progress_interval: float | None = None,
     ) -> None:
         self.epoch_start = epoch_start
+        # seconds between writes of progress.json within an epoch (None: the module's default)
+        self.progress_interval = progress_interval
         # written beside the first checkpoint, not before: a run that fails before its first
         # epoch ends leaves its --out as it found it
         self.side_files = dict(side_files or {})
@@ -187,7 +191,18 @@ class EpochLoop:
         }
 
     def run(self, stop_after: int | None = None) -> list[dict]:
-        """Train from ``self.epoch`` to ``args["epochs"]`` (or ``stop_after`` epochs of this call)."""
+        """Train from ``self.epoch`` to ``args["epochs"]`` (or ``stop_after`` epochs of this call),
+        keeping ``progress.json`` up to date meanwhile (:mod:`~widthsearch.training.progress_file`)."""
+        interval = progress_file.PROGRESS_INTERVAL if self.progress_interval is None else self.progress_interval
+        tracker = progress_file.ProgressFile(
+            self.ckpt_path.parent, epochs=self.args["epochs"], steps=self.steps_per_epoch,
+            checkpoint=self.ckpt_path.name, interval=interval, enabled=self.ctx.is_main)
+        try:
+            return self._run(tracker, stop_after)
+        finally:
+            tracker.close()
+
+    def _run(self, tracker: progress_file.ProgressFile, stop_after: int | None) -> list[dict]:
         ctx, args = self.ctx, self.args
         self.ctx.broadcast_state(self.model)
         zero_grads(self.params)
@@ -201,6 +216,7 @@ class EpochLoop:
             torch.manual_seed(mix_seed(args["seed"], epoch, ctx.rank, 3))
             self.model.train()
             started = (self.epoch_start(epoch) or {}) if self.epoch_start is not None else {}
+            tracker.start_epoch(epoch)
             t0 = time.perf_counter()
             loss_sums: list[float] = []
             correct = seen = 0
@@ -228,6 +244,7 @@ class EpochLoop:
                     loss_sums[i] += value * len(yb)
                 correct += stats["correct"]
                 seen += len(yb)
+                tracker.step(step, seen)
                 if bar is not None:
                     bar.update(loss=f"{losses[0]:.3f}")
             if bar is not None:
@@ -254,6 +271,7 @@ class EpochLoop:
                 for buf in self.model.buffers():
                     torch.distributed.broadcast(buf.data, src=0)
             t1 = time.perf_counter()
+            tracker.evaluating(seen)
             if self.eval_fn is not None:
                 # on every rank: each scores its share of the images and the counts are reduced
                 row.update(self.eval_fn())
