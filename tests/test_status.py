@@ -84,6 +84,8 @@ def test_trainings_in_natural_order_the_longest_sets_the_time_left(tmp_path):
     status = run_status(tmp_path / "run")
     assert [t["path"] for t in status["trainings"]] == ["seed-1", "seed-2", "seed-10"]
     assert status["seconds_left_started"] == 3 * 60.0  # they run side by side: the longest, not the sum
+    header, *rows = format_status(status).splitlines()[1:4]  # paths shorter than the column's title
+    assert all(row.index("network") == header.index("kind") for row in rows) and rows[0].endswith("  2 min")
 
 
 def test_lock_of_a_live_a_dead_and_a_foreign_process(tmp_path):
@@ -194,6 +196,7 @@ def test_a_progress_file_whose_writer_is_gone_or_elsewhere_is_no_running_epoch(t
     a, b, c = status["trainings"]
     assert status["state"] == "stopped" and not any(t["running"] or t["current"] for t in (a, b, c))
     assert a["seconds_left"] == 3 * 10.0  # the stale part-epoch does not count
+    assert format_status(status).splitlines()[2].endswith("  30 s")
     assert (b["path"], b["epochs_done"], b["epochs"], b["kind"], b["seconds_left"]) == ("b", 0, None, None, None)
 
     # live, in its evaluation, after epochs of history: the evaluated epoch counts as done

@@ -225,7 +225,7 @@ def format_status(status: dict[str, Any]) -> str:
     """The status as a few lines of text: the folder's state, one line per training and search."""
     lines = [f"{status['folder']}: {_state_text(status)}"]
     if status["trainings"]:
-        width = max(len(t["path"]) for t in status["trainings"])
+        width = max(len("training"), *(len(t["path"]) for t in status["trainings"]))
         lines.append(f"  {'training':<{width}}  {'kind':<8}  {'epochs':>7}  {'accuracy':<17}  {'img/s':>6}  "
                      f"{'s/epoch':>7}  left")
         for t in status["trainings"]:
@@ -286,5 +286,7 @@ def _accuracy_text(accuracy: dict[str, Any] | None) -> str:
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     minutes = seconds / 60
     return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"

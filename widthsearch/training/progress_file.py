@@ -27,7 +27,7 @@ __all__ = ["PROGRESS_NAME", "PROGRESS_INTERVAL", "ProgressFile"]
 
 PROGRESS_NAME = "progress.json"
 #: seconds between two writes within a phase
-PROGRESS_INTERVAL = 30.0
+PROGRESS_INTERVAL = 10.0
 
 
 class ProgressFile:
