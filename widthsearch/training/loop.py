@@ -25,11 +25,11 @@ from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_jsonl_atomic, write_text_atomic  # also re-exported from here
 from widthsearch.progress import Progress
 from widthsearch.runfolder import check_folder
+from widthsearch.training import progress_file
 from widthsearch.training.bn_sparsity import add_bn_l1, bn_weights
 from widthsearch.training.checkpoint import atomic_save, load_checkpoint, load_state_checked, rng_state, set_rng_state
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.optim import WarmupCosine, build_optimizer
-from widthsearch.training import progress_file
 from widthsearch.training.precision import apply_memory_format, autocast, to_memory_format
 from widthsearch.training.steps import zero_grads
 
@@ -117,11 +117,8 @@ class EpochLoop:
         echo: Callable[[str], None] | None = None,
         epoch_start: Callable[[int], dict | None] | None = None,
         side_files: Mapping[str, str] | None = None,
-        progress_interval: float | None = None,
     ) -> None:
         self.epoch_start = epoch_start
-        # seconds between writes of progress.json within an epoch (None: the module's default)
-        self.progress_interval = progress_interval
         # written beside the first checkpoint, not before: a run that fails before its first
         # epoch ends leaves its --out as it found it
         self.side_files = dict(side_files or {})
@@ -193,10 +190,9 @@ class EpochLoop:
     def run(self, stop_after: int | None = None) -> list[dict]:
         """Train from ``self.epoch`` to ``args["epochs"]`` (or ``stop_after`` epochs of this call),
         keeping ``progress.json`` up to date meanwhile (:mod:`~widthsearch.training.progress_file`)."""
-        interval = progress_file.PROGRESS_INTERVAL if self.progress_interval is None else self.progress_interval
         tracker = progress_file.ProgressFile(
             self.ckpt_path.parent, epochs=self.args["epochs"], steps=self.steps_per_epoch,
-            checkpoint=self.ckpt_path.name, interval=interval, enabled=self.ctx.is_main)
+            checkpoint=self.ckpt_path.name, interval=progress_file.PROGRESS_INTERVAL, enabled=self.ctx.is_main)
         try:
             return self._run(tracker, stop_after)
         finally:
