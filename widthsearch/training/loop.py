@@ -25,12 +25,12 @@ from widthsearch.errors import UserError
 from widthsearch.io import write_json_atomic, write_jsonl_atomic, write_text_atomic  # also re-exported from here
 from widthsearch.progress import Progress
 from widthsearch.runfolder import check_folder
-from widthsearch.training import progress_file
 from widthsearch.training.bn_sparsity import add_bn_l1, bn_weights
 from widthsearch.training.checkpoint import atomic_save, load_checkpoint, load_state_checked, rng_state, set_rng_state
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.optim import WarmupCosine, build_optimizer
 from widthsearch.training.precision import apply_memory_format, autocast, to_memory_format
+from widthsearch.training.progress_file import ProgressFile
 from widthsearch.training.steps import zero_grads
 
 __all__ = ["resolve_args", "prepare_output", "EpochLoop", "write_json_atomic", "write_jsonl_atomic"]
@@ -190,15 +190,14 @@ class EpochLoop:
     def run(self, stop_after: int | None = None) -> list[dict]:
         """Train from ``self.epoch`` to ``args["epochs"]`` (or ``stop_after`` epochs of this call),
         keeping ``progress.json`` up to date meanwhile (:mod:`~widthsearch.training.progress_file`)."""
-        tracker = progress_file.ProgressFile(
-            self.ckpt_path.parent, epochs=self.args["epochs"], steps=self.steps_per_epoch,
-            checkpoint=self.ckpt_path.name, interval=progress_file.PROGRESS_INTERVAL, enabled=self.ctx.is_main)
+        tracker = ProgressFile(self.ckpt_path.parent, epochs=self.args["epochs"], steps=self.steps_per_epoch,
+                               checkpoint=self.ckpt_path.name, enabled=self.ctx.is_main)
         try:
             return self._run(tracker, stop_after)
         finally:
             tracker.close()
 
-    def _run(self, tracker: progress_file.ProgressFile, stop_after: int | None) -> list[dict]:
+    def _run(self, tracker: ProgressFile, stop_after: int | None) -> list[dict]:
         ctx, args = self.ctx, self.args
         self.ctx.broadcast_state(self.model)
         zero_grads(self.params)

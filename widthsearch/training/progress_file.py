@@ -31,14 +31,16 @@ PROGRESS_INTERVAL = 10.0
 
 
 class ProgressFile:
-    """``progress.json`` in ``folder`` for a training of ``epochs`` epochs of ``steps`` steps each;
+    """``progress.json`` in ``folder`` for a training of ``epochs`` epochs of ``steps`` steps each,
+    rewritten at most every ``interval`` seconds (default :data:`PROGRESS_INTERVAL`);
     ``enabled=False`` (ranks other than 0) makes every method a no-op."""
 
     def __init__(self, folder: Path, *, epochs: int, steps: int, checkpoint: str,
-                 interval: float = PROGRESS_INTERVAL, enabled: bool = True) -> None:
+                 interval: float | None = None, enabled: bool = True) -> None:
         self.path = Path(folder) / PROGRESS_NAME
         self.epochs, self.steps, self.checkpoint = int(epochs), int(steps), checkpoint
-        self.interval, self.enabled = float(interval), enabled
+        self.interval = float(PROGRESS_INTERVAL if interval is None else interval)
+        self.enabled = enabled
         # innermost first, the order to remove them in if they stay empty
         self._created = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self._epoch = 0
