@@ -127,7 +127,8 @@ def test_status_reads_every_arm_of_the_finished_experiment(uninterrupted):
     _, out = uninterrupted
     status = run_status(out)
     stages = {s["path"]: s["text"] for s in status["stages"]}
-    assert stages["."] == "SP-Net vs S-Net: arms recorded as done: nopad:0, nopad:1, snet:0, snet:1, spnet:0, spnet:1"
+    assert stages["."] == ("SP-Net vs S-Net: seed 0: spnet done, snet done, nopad done; "
+                           "seed 1: spnet done, snet done, nopad done")
     assert stages["spnet/seed-1"] == "SP-Net: 2/2 bases trained, stage done"
     assert status["state"] == "finished" and all(t["finished"] for t in status["trainings"])
     kinds = {t["path"]: t["kind"] for t in status["trainings"]}

@@ -128,11 +128,22 @@ def test_the_methods_stages_from_their_state_files(tmp_path):
     (run / "spnet" / "seed-0").mkdir(parents=True)
     (run / "spnet" / "seed-0" / "spnet_state.json").write_text(
         json.dumps({"settings": {"bases": [0.75, 1.0]}, "stage": "bases", "bases": [{}]}))
-    (run / "experiment_state.json").write_text(json.dumps({"arms": {"spnet:10": {}, "snet:0": {}, "spnet:2": {}}}))
+    # seed 0's arms are recorded only when its worker returns: its folders say how far it has come
+    (run / "experiment_state.json").write_text(json.dumps({"settings": {"seeds": [0, 1, 2], "ablation": "nopad"},
+                                                           "arms": {"spnet:2": {}, "snet:2": {}, "nopad:2": {}}}))
     stages = {s["path"]: s["text"] for s in run_status(run)["stages"]}  # no training yet: still a run
     assert stages == {"adjust": "Network Adjustment: 2/5 rounds done",
                       "spnet/seed-0": "SP-Net: 1/2 bases trained, stage bases",
-                      ".": "SP-Net vs S-Net: arms recorded as done: snet:0, spnet:2, spnet:10"}
+                      ".": "SP-Net vs S-Net: seed 0: spnet started, snet to come, nopad to come; seed 1: spnet to "
+                           "come, snet to come, nopad to come; seed 2: spnet done, snet done, nopad done"}
+    (run / "spnet" / "seed-0" / "spnet_state.json").write_text(json.dumps({"stage": "done", "bases": [{}, {}]}))
+    (run / "snet" / "seed-0").mkdir(parents=True)
+    (run / "snet" / "seed-0" / "result.json").write_text(json.dumps({"complete": True}))
+    (run / "nopad" / "seed-0").mkdir(parents=True)
+    (run / "snet" / "seed-1").mkdir(parents=True)
+    text = {s["path"]: s["text"] for s in run_status(run)["stages"]}["."]
+    assert text.startswith("SP-Net vs S-Net: seed 0: spnet done, snet done, nopad started; "
+                           "seed 1: spnet to come, snet started, nopad to come;")
 
 
 # ---- the epoch in progress: progress.json ------------------------------------------------------------

@@ -149,9 +149,34 @@ def _method_stage(path: Path, root: Path) -> dict[str, str] | None:
         bases = f"{len(state.get('bases') or [])}/{len(settings.get('bases') or []) or '?'} bases trained"
         text = f"SP-Net: {bases}, stage {state.get('stage', '?')}"
     else:  # experiment_state.json
-        done = ", ".join(sorted(state.get("arms") or {}, key=_natural_key)) or "none yet"
-        text = f"SP-Net vs S-Net: arms recorded as done: {done}"
+        text = "SP-Net vs S-Net: " + _experiment_arms(path.parent, state)
     return {"path": _relative(path.parent, root), "state": path.name, "text": text}
+
+
+def _experiment_arms(folder: Path, state: dict[str, Any]) -> str:
+    """Each seed's arms of a SP-Net experiment: done, started or to come. The state records a seed's
+    arms only when its worker returns, so the arms' own folders say how far the seed has come."""
+    settings = state.get("settings") or {}
+    recorded = state.get("arms") or {}
+    arms = ["spnet", "snet"] + (["nopad"] if settings.get("ablation") == "nopad" else [])
+    seeds = settings.get("seeds") or sorted({int(k.split(":")[1]) for k in recorded if k.count(":") == 1})
+    parts = []
+    for seed in seeds:
+        where = {arm: _arm_progress(folder / arm / f"seed-{seed}", f"{arm}:{seed}" in recorded) for arm in arms}
+        parts.append(f"seed {seed}: " + ", ".join(f"{arm} {what}" for arm, what in where.items()))
+    return "; ".join(parts) or "no seed started"
+
+
+def _arm_progress(folder: Path, recorded: bool) -> str:
+    """``done`` (recorded, SP-Net's state at ``done``, or the S-Net training complete), ``started``
+    (its folder exists) or ``to come``."""
+    if recorded:
+        return "done"
+    spnet_state = _read_json(folder / spnet.STATE_FILE)
+    trained = _read_json(folder / "result.json")
+    if (spnet_state or {}).get("stage") == "done" or (trained or {}).get("complete"):
+        return "done"
+    return "started" if folder.is_dir() else "to come"
 
 
 def _search_status(folder: Path, root: Path) -> dict[str, Any]:

@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "writing it: per training its epochs done of planned, the last epoch's held-out accuracy and speed, where "
         "the epoch in progress stands (step, or evaluating; also in a first epoch, before any checkpoint), and "
         "the time left at the recent speed; per search whether it finished; the stage of a Network Adjustment or "
-        "SP-Net run (rounds, bases, arms done); whether a process still writes into the folder. The time left "
-        "counts the trainings that have started only.")
+        "SP-Net run (rounds done, bases trained, each seed's arms done, started or to come); whether a process "
+        "still writes into the folder. The time left counts the trainings that have started only.")
     parser.add_argument("folder", metavar="DIR", help="the run folder (the --out of the command that wrote it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
