@@ -27,8 +27,8 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "check_folder", "folder_has_content", "lock_status", "process_alive", "remove_stale_temps",
-           "RunLock"]
+__all__ = ["LOCK_NAME", "check_folder", "folder_has_content", "lock_status", "missing_folders", "process_alive",
+           "remove_empty_folders", "remove_stale_temps", "RunLock"]
 
 LOCK_NAME = ".widthsearch.lock"
 #: the temporary names of widthsearch.io.write_atomic: ".<target>.<8 mkstemp characters>.tmp"
@@ -51,6 +51,22 @@ def folder_has_content(path: str | Path) -> bool:
     """True when ``path`` holds anything besides the run lock (a folder only locked is empty)."""
     path = Path(path)
     return path.is_dir() and any(p.name != LOCK_NAME for p in path.iterdir())
+
+
+def missing_folders(path: str | Path) -> list[Path]:
+    """``path`` and the folders above it that do not exist yet, innermost first: what writing into
+    ``path`` will create, in the order :func:`remove_empty_folders` takes them away again."""
+    path = Path(path)
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (innermost first) while they are empty: whatever was written into them stays."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def remove_stale_temps(path: str | Path) -> list[Path]:
@@ -124,7 +140,7 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
-        missing = [p for p in (self.folder, *self.folder.parents) if not p.exists()]
+        missing = missing_folders(self.folder)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -198,9 +214,5 @@ class RunLock:
             self._remove_created()
 
     def _remove_created(self) -> None:
-        for folder in self._created:
-            try:
-                folder.rmdir()  # only if empty: whatever the command wrote stays
-            except OSError:
-                break
+        remove_empty_folders(self._created)
         self._created = []

@@ -158,12 +158,11 @@ def _experiment_arms(folder: Path, state: dict[str, Any]) -> str:
     arms only when its worker returns, so the arms' own folders say how far the seed has come."""
     settings = state.get("settings") or {}
     recorded = state.get("arms") or {}
-    arms = ["spnet", "snet"] + (["nopad"] if settings.get("ablation") == "nopad" else [])
-    seeds = settings.get("seeds") or sorted({int(k.split(":")[1]) for k in recorded if k.count(":") == 1})
     parts = []
-    for seed in seeds:
-        where = {arm: _arm_progress(folder / arm / f"seed-{seed}", f"{arm}:{seed}" in recorded) for arm in arms}
-        parts.append(f"seed {seed}: " + ", ".join(f"{arm} {what}" for arm, what in where.items()))
+    for seed in settings.get("seeds") or ():
+        arms = (f"{stage.split(':')[0]} {_arm_progress(spnet_experiment.arm_folder(folder, stage), stage in recorded)}"
+                for stage in spnet_experiment.seed_stages(settings, seed))
+        parts.append(f"seed {seed}: " + ", ".join(arms))
     return "; ".join(parts) or "no seed started"
 
 

@@ -43,8 +43,8 @@ from widthsearch.methods.run_state import load_run_state
 from widthsearch.methods.spnet import (SPNET_DEFAULTS, RESUMABLE, SpnetPlan, export_joint_members, run_spnet,
                                        spnet_data, spnet_settings)
 
-__all__ = ["ABLATIONS", "GOALS", "epoch_images", "goals", "matching_epochs", "run_spnet_experiment",
-           "spnet_compute", "training_macs"]
+__all__ = ["ABLATIONS", "GOALS", "arm_folder", "epoch_images", "goals", "matching_epochs", "run_spnet_experiment",
+           "seed_stages", "spnet_compute", "training_macs"]
 
 STATE_FILE = "experiment_state.json"
 STATE_VERSION = 1
@@ -182,8 +182,15 @@ def run_spnet_experiment(
     return _report(out, s, plan, arms, snet_configs)
 
 
-def _seed_stages(s: Mapping[str, Any], seed: int) -> list[str]:
-    return [f"spnet:{seed}", f"snet:{seed}"] + ([f"nopad:{seed}"] if s["ablation"] == "nopad" else [])
+def seed_stages(s: Mapping[str, Any], seed: int) -> list[str]:
+    """The arms of one seed in their order, as ``<arm>:<seed>`` (the keys of the state's ``arms``)."""
+    return [f"spnet:{seed}", f"snet:{seed}"] + ([f"nopad:{seed}"] if s.get("ablation") == "nopad" else [])
+
+
+def arm_folder(out: Path, stage: str) -> Path:
+    """The folder of the arm ``<arm>:<seed>``: ``out/<arm>/seed-<seed>``."""
+    arm, seed = stage.split(":")
+    return out / arm / f"seed-{seed}"
 
 
 def _seed_arms(s: Mapping[str, Any], seed: int, where: str, out: Path, images: int,
@@ -198,7 +205,7 @@ def _seed_arms(s: Mapping[str, Any], seed: int, where: str, out: Path, images: i
     stage = f"spnet:{seed}"
     if stage not in arms:
         say(f"== SP-Net arm{where}: bases, pruning, sorting, joint fine-tune (residual pad)")
-        arm = _spnet_arm(s, seed, "pad", out / "spnet" / f"seed-{seed}", images, progress, echo,
+        arm = _spnet_arm(s, seed, "pad", arm_folder(out, stage), images, progress, echo,
                          _nested(stop_after, stage))
         if arm is None or finished(stage, arm):
             return stage
@@ -208,15 +215,15 @@ def _seed_arms(s: Mapping[str, Any], seed: int, where: str, out: Path, images: i
                                         [c["flops"] for c in snet_configs], images)
         say(f"== S-Net arm{where}: {len(snet_configs)} uniform nets jointly from scratch, {epochs} epochs "
             f"(SP-Net's compute is {exact:.2f})")
-        arm = _snet_arm(s, seed, snet_configs, epochs, out / "snet" / f"seed-{seed}", data, progress, echo)
+        arm = _snet_arm(s, seed, snet_configs, epochs, arm_folder(out, stage), data, progress, echo)
         arm.update(exact_epochs=exact, compute=training_macs(epochs, [c["flops"] for c in snet_configs], images))
         if finished(stage, arm):
             return stage
     stage = f"nopad:{seed}"
     if s["ablation"] == "nopad" and stage not in arms:
         say(f"== ablation without zero-padding match{where}: the same bases, residual tie")
-        folder = out / "nopad" / f"seed-{seed}"
-        _share_bases(out / "spnet" / f"seed-{seed}", folder, s["bases"])
+        folder = arm_folder(out, stage)
+        _share_bases(arm_folder(out, f"spnet:{seed}"), folder, s["bases"])
         arm = _spnet_arm(s, seed, "tie", folder, images, progress, echo, _nested(stop_after, stage))
         if arm is None or finished(stage, arm):
             return stage
@@ -230,11 +237,11 @@ def _seeds_in_processes(s: Mapping[str, Any], out: Path, images: int, snet_confi
     resumes them from their own folders, which every arm checkpoints on its own."""
     from widthsearch.workers import Task, run_in_processes
 
-    seeds = [seed for seed in s["seeds"] if any(stage not in arms for stage in _seed_stages(s, seed))]
+    seeds = [seed for seed in s["seeds"] if any(stage not in arms for stage in seed_stages(s, seed))]
     if not seeds:
         return
     say(f"== seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: every arm, up to {jobs} seeds at a time")
-    done = {seed: {k: v for k, v in arms.items() if k in _seed_stages(s, seed)} for seed in seeds}
+    done = {seed: {k: v for k, v in arms.items() if k in seed_stages(s, seed)} for seed in seeds}
     tasks = [Task(f"seed {seed}", _seed_in_worker, (dict(s), seed, str(out), images, list(snet_configs), done[seed]))
              for seed in seeds]
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from widthsearch.io import write_json_atomic
+from widthsearch.runfolder import missing_folders, remove_empty_folders
 
 __all__ = ["PROGRESS_NAME", "PROGRESS_INTERVAL", "ProgressFile"]
 
@@ -41,8 +42,7 @@ class ProgressFile:
         self.epochs, self.steps, self.checkpoint = int(epochs), int(steps), checkpoint
         self.interval = float(PROGRESS_INTERVAL if interval is None else interval)
         self.enabled = enabled
-        # innermost first, the order to remove them in if they stay empty
-        self._created = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
+        self._created = missing_folders(self.path.parent)  # removed again if they stay empty
         self._epoch = 0
         self._started = self._written = 0.0
 
@@ -66,11 +66,7 @@ class ProgressFile:
         if not self.enabled:
             return
         self.path.unlink(missing_ok=True)
-        for folder in self._created:
-            try:
-                folder.rmdir()  # only if empty: a checkpoint written meanwhile keeps it
-            except OSError:
-                break
+        remove_empty_folders(self._created)  # a checkpoint written meanwhile keeps its folder
 
     def _write(self, *, step: int, seen: int, phase: str) -> None:
         if not self.enabled:
