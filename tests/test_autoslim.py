@@ -1,6 +1,7 @@
 """AutoSlim search on a real (tiny) supernet: outputs, resume after a kill, the `run` command."""
 import csv
 import json
+import shutil
 
 import pytest
 import yaml
@@ -121,3 +122,20 @@ def test_methods_are_registered_by_name():
     assert METHODS["autoslim"] is run_autoslim and method("autoslim") is run_autoslim
     with pytest.raises(UserError, match="unknown method 'x'; choose one of: autoslim"):
         method("x")
+
+
+def test_a_run_moved_to_another_folder_resumes_there_to_the_same_report(tmp_path, capsys):
+    """A run packed for a GPU lease is unpacked under another path: the search's saved supernet
+    path and found configs must follow the folder."""
+    first, moved = tmp_path / "first", tmp_path / "lease" / "run"
+    args = ["run", "--epochs", "1", "--retrain-epochs", "1", "--targets", "0.5", "--groups", "4", "--threads", "1",
+            "--seeds", "3,4"]
+    assert main([*args, "--out", str(first)]) == 0
+    report = (first / "report.md").read_text()
+    shutil.move(first, moved)
+    for name in ("report.md", "report.json", "accuracy.png"):
+        (moved / name).unlink()
+    (target,) = [p for p in (moved / "retrain").iterdir() if not p.name.startswith("uniform")]
+    shutil.rmtree(target / "seed-4")  # a retraining still to do: it reads the found config
+    assert main([*args, "--out", str(moved), "--resume"]) == 0, capsys.readouterr().err
+    assert (moved / "report.md").read_text().replace(str(moved), "RUN") == report.replace(str(first), "RUN")

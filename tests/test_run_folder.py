@@ -12,7 +12,7 @@ import pytest
 
 from widthsearch.cli.main import main
 from widthsearch.errors import UserError
-from widthsearch.runfolder import LOCK_NAME, RunLock, check_folder, remove_stale_temps
+from widthsearch.runfolder import LOCK_NAME, RunLock, check_folder, rehome_paths, remove_stale_temps
 from helpers.kills import kill_9
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,3 +113,22 @@ def test_check_folder_names_the_file_in_the_way(tmp_path):
         check_folder(tmp_path / "f")
     with pytest.raises(UserError, match=f"lies below the file {tmp_path / 'f'}"):
         check_folder(tmp_path / "f" / "a" / "b")
+
+
+def test_recorded_paths_follow_a_moved_run_folder_and_nothing_else(tmp_path):
+    old, new, data = tmp_path / "old" / "run", tmp_path / "new" / "run", tmp_path / "data.npz"
+    for folder in (old, new):  # the old place still holds an older copy: the folder's own files win
+        (folder / "bases" / "1").mkdir(parents=True)
+        (folder / "bases" / "1" / "model.pt").write_text("x")
+        (folder / "model.pt").write_text("x")
+    (tmp_path / "lease" / "run" / "static").mkdir(parents=True)  # a second earlier place of the run
+    (new / "static").mkdir()
+    (new / "static" / "subnet-1.pt").write_text("x")
+    data.write_text("x")
+    state = {"bases": [{"checkpoint": str(old / "bases" / "1" / "model.pt"), "accuracy": 0.5}],
+             "static": [str(tmp_path / "lease" / "run" / "static" / "subnet-1.pt")],
+             "kept": [str(new / "model.pt"), str(data), str(old / "gone.pt"), "relative/model.pt", "10.3M", None]}
+    assert rehome_paths(state, new) == {
+        "bases": [{"checkpoint": str(new / "bases" / "1" / "model.pt"), "accuracy": 0.5}],  # not new/model.pt
+        "static": [str(new / "static" / "subnet-1.pt")],
+        "kept": [str(new / "model.pt"), str(data), str(old / "gone.pt"), "relative/model.pt", "10.3M", None]}

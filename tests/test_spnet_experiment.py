@@ -7,6 +7,7 @@ trainings resumes to the report of an uninterrupted run.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import yaml
 from widthsearch.errors import UserError
 from widthsearch.methods import spnet_experiment as experiment
 from helpers.kills import Killed
+
+STATE = experiment.STATE_FILE
 
 SETTINGS = {"model": "tiny_cnn", "data": "digits", "epochs": 1, "retrain_epochs": 1, "batch_size": 256,
             "calib_images": 256, "threads": 1, "seeds": (0, 1), "ablation": "nopad"}
@@ -167,6 +170,33 @@ def test_a_run_interrupted_anywhere_resumes_to_the_same_report(tmp_path, uninter
     assert not partial.exists()
     with pytest.raises(Killed):  # inside seed 1's base x1
         experiment.run_spnet_experiment(SETTINGS, out, resume=True, progress=False, echo=_killer(2))
+    experiment.run_spnet_experiment(SETTINGS, out, resume=True, progress=False, echo=None)
+    assert _outcome(out) == _outcome(uninterrupted[1])
+
+
+def test_a_run_moved_between_folders_resumes_where_it_is_to_the_same_report(tmp_path, uninterrupted):
+    """A GPU lease unpacks a run under another path, trains on, and its folder comes back: the paths
+    the run recorded (bases, configs, checkpoints, static nets) must follow the folder."""
+    first, lease, back = tmp_path / "first", tmp_path / "lease" / "run", tmp_path / "back"
+
+    def stop(out, at, resume):
+        return experiment.run_spnet_experiment(SETTINGS, out, resume=resume, progress=False, echo=None,
+                                               stop_after=lambda stage: stage == at)
+
+    assert stop(first, "spnet:0:finetune", False) == {"stopped_after": "spnet:0"}  # inside SP-Net
+    shutil.move(first, lease)
+    assert stop(lease, "snet:1", True) == {"stopped_after": "snet:1"}  # seed 0 done, seed 1 under way
+    shutil.move(lease, back)
+    experiment.run_spnet_experiment(SETTINGS, back, resume=True, progress=False, echo=None)
+    assert _outcome(back) == _outcome(uninterrupted[1])
+    written = (back / "report.json").read_text() + (back / STATE).read_text()
+    assert str(first) not in written and str(lease) not in written
+
+
+def test_a_resume_with_more_seeds_trains_theirs_and_reports_over_all(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    one = experiment.run_spnet_experiment({**SETTINGS, "seeds": (0,)}, out, progress=False, echo=None)
+    assert [row["comparison"]["seeds"] for row in one["targets"]] == [[0]] * 3
     experiment.run_spnet_experiment(SETTINGS, out, resume=True, progress=False, echo=None)
     assert _outcome(out) == _outcome(uninterrupted[1])
 

@@ -161,8 +161,12 @@ def test_resume_refuses_another_checkpoint_target_algorithm_or_option(own_checkp
     assert cli(capsys, *search_argv(own_checkpoint, out, algo, "--json"))[0] == 0
     before = snapshot(out)
     other = "random" if algo == "greedy" else "greedy"
+    changed = tmp_path / "other.pt"  # another supernet at another path
+    ckpt = torch.load(own_checkpoint, map_location="cpu", weights_only=False)
+    first = next(iter(ckpt["model"]))
+    torch.save({**ckpt, "model": {**ckpt["model"], first: ckpt["model"][first] + 0.01}}, changed)
     cases = [
-        (search_argv(supernet_dir / "supernet.pt", out, algo, "--resume"), "ran on the supernet"),  # other path
+        (search_argv(changed, out, algo, "--resume"), "ran on the supernet"),
         (search_argv(own_checkpoint, out, algo, "--resume", target="flops=0.4"), "targets"),
         (search_argv(own_checkpoint, out, other, "--resume"), "--algo"),
         (search_argv(own_checkpoint, out, algo, "--resume", "--bn", "calibrate"), "scored with"),
@@ -182,10 +186,12 @@ def test_resume_refuses_another_checkpoint_target_algorithm_or_option(own_checkp
     code, _, err = cli(capsys, *search_argv(own_checkpoint, out, algo, "--resume"))
     assert code == 2 and "has changed" in err and err.count("\n") == 1
     assert snapshot(out) == before
-    # the same command with --resume is accepted and changes nothing of the finished result
+    # the same command with --resume is accepted and changes nothing of the finished result; so is
+    # the same supernet under another path (a run folder moved for a GPU lease)
     shutil.copy(supernet_dir / "supernet.pt", own_checkpoint)
-    assert cli(capsys, *search_argv(own_checkpoint, out, algo, "--resume"))[0] == 0
-    assert json.loads((out / "search.json").read_text())["found"] == json.loads(before[Path("search.json")])["found"]
+    for checkpoint in (own_checkpoint, supernet_dir / "supernet.pt"):
+        assert cli(capsys, *search_argv(checkpoint, out, algo, "--resume"))[0] == 0
+        assert json.loads((out / "search.json").read_text())["found"] == json.loads(before[Path("search.json")])["found"]
 
 
 def test_a_state_without_fingerprint_is_refused(supernet_dir, tmp_path, capsys):

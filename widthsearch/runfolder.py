@@ -8,6 +8,8 @@ writes into it, cleaned of the temporary files a killed process left behind.
   an ``flock`` on that file: the kernel drops it when its process dies however it dies, so a lock
   file whose lock nobody holds is stale by construction and is taken over with a warning. Where
   ``fcntl`` is missing (Windows), whether the recorded pid still runs decides instead.
+* :func:`rehome_paths` re-points the absolute paths that a run's state files recorded into the
+  folder's present place, so a run folder may be moved (a GPU lease, a copy) and resumed there.
 * :func:`remove_stale_temps` deletes the ``.NAME.XXXXXXXX.tmp`` files of :mod:`widthsearch.io`'s
   atomic writes that a kill left behind; only safe while the lock is held.
 """
@@ -19,6 +21,7 @@ import socket
 import sys
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from widthsearch.errors import UserError
 
@@ -28,7 +31,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["LOCK_NAME", "check_folder", "folder_has_content", "lock_status", "missing_folders", "process_alive",
-           "remove_empty_folders", "remove_stale_temps", "RunLock"]
+           "rehome_paths", "remove_empty_folders", "remove_stale_temps", "RunLock"]
 
 LOCK_NAME = ".widthsearch.lock"
 #: the temporary names of widthsearch.io.write_atomic: ".<target>.<8 mkstemp characters>.tmp"
@@ -67,6 +70,33 @@ def remove_empty_folders(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             break
+
+
+def rehome_paths(value: Any, root: str | Path) -> Any:
+    """``value`` (parsed JSON) with every absolute path outside ``root`` that names a file of the run
+    re-pointed into ``root``.
+
+    A run's state files record absolute paths (checkpoints, configs, static nets), and a run folder
+    travels: packed for a GPU lease, unpacked elsewhere, brought back. A recorded path outside
+    ``root`` becomes ``root / tail`` for its longest tail (last parts) that exists under ``root``,
+    even where the old place still exists: that is an older copy of the run. A path inside ``root``,
+    and one with no tail under ``root`` (the data file, an ``--init-from`` checkpoint), stay.
+    """
+    root = Path(root).absolute()
+    if isinstance(value, dict):
+        return {key: rehome_paths(item, root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [rehome_paths(item, root) for item in value]
+    if not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    recorded = Path(value)
+    if recorded == root or root in recorded.parents:
+        return value
+    for start in range(1, len(recorded.parts)):  # parts[0] is the anchor; longest tail first
+        candidate = root.joinpath(*recorded.parts[start:])
+        if candidate.exists():
+            return str(candidate)
+    return value
 
 
 def remove_stale_temps(path: str | Path) -> list[Path]:

@@ -57,8 +57,9 @@ ABLATIONS = ("nopad",)
 GOALS = {"smallest": 0.005, "middle": 0.0, "largest": -0.003}
 #: settings that may differ on a resume: SP-Net's own (they do not change the computation beyond
 #: float rounding), and the ablation: given (or left out) on a resume it adds its arm to the run (or
-#: leaves it out of the report)
-_RESUMABLE = RESUMABLE | {"ablation"}
+#: leaves it out of the report); and the seeds: each seed's arms depend on that seed alone, so a
+#: resume with more seeds trains theirs and reports over all of them
+_RESUMABLE = RESUMABLE | {"ablation", "seeds"}
 #: the settings of a joint training that both arms share
 _JOINT_KEYS = ("model", "data", "batch_size", "lr", "heldout_fraction", "threads", "device", "kd_weight",
                "calib_images")

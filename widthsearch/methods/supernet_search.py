@@ -216,8 +216,10 @@ def check_resumable(saved: Mapping[str, Any], run: Mapping[str, Any]) -> None:
         raise UserError(f"saved search used --algo {saved['algorithm']}, not {run['algorithm']}; "
                         "resume with the same algorithm or use another --out")
     old, new = saved["checkpoint"], run["checkpoint"]
-    # the path as spelled may differ (relative, absolute); the SHA-256 below pins the content
-    if (old is None) != (new is None) or (old and not same_path(old["path"], new["path"])):
+    # the SHA-256 pins the supernet: its path may be spelled otherwise (relative, absolute) or have
+    # moved with its run folder (a GPU lease unpacks the run elsewhere)
+    if (old is None) != (new is None) or (old and old["sha256"] != new["sha256"]
+                                          and not same_path(old["path"], new["path"])):
         raise UserError(f"saved search ran on the supernet {old and old['path']}, not {new and new['path']}; "
                         "resume with the same checkpoint or use another --out")
     if old and old["sha256"] != new["sha256"]:
