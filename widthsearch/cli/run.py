@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=None, help="supernet and search seed (default 0)")
     parser.add_argument("--seeds", default=None, metavar="S,S,S",
                         help="autoslim, bcnet, netadjust: retrain every net under each seed and compare with "
-                        "intervals (default 0,1,2); spnet: run both arms under each seed (default 0,1)")
+                        "intervals (default 0,1,2); spnet: run both arms under each seed (default 0,1; may change on --resume: "
+                        "new seeds are trained, the report covers the seeds given)")
     parser.add_argument("--ablation", default=None, choices=["nopad"],
                         help="spnet: add the SP-Net arm without zero-padding match (residual tie, same bases)")
     parser.add_argument("--rounds", type=int, default=None, metavar="N", help="netadjust: adjustment rounds (default 3)")
@@ -58,7 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="compile the training steps of static networks with torch.compile: the retraining "
                         "(autoslim, bcnet, netadjust), the bases (spnet); may be added on --resume")
     parser.add_argument("--out", default="runs/autoslim", metavar="DIR", help="run folder (default runs/autoslim)")
-    parser.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed run in --out (also after the folder moved: its recorded paths "
+                        "follow it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
