@@ -92,3 +92,14 @@ def test_read_yaml_missing_folder_and_error_class(tmp_path):
     assert read_yaml(path, "recipe") == {"name": "café", "list": [1, 2]}
     path.write_text("- 1\n- 2\n")
     assert read_yaml(path, "list file", expected=list, shape="a list") == [1, 2]
+
+
+def test_json_ready_keeps_what_json_holds_and_names_the_rest():
+    from pathlib import Path
+
+    from widthsearch.io import json_ready
+
+    value = {"a": (1, 2.5, None, True), 3: {"path": Path("/x/y")}, "odd": object}
+    ready = json_ready(value)
+    assert json.loads(json.dumps(ready)) == ready
+    assert ready == {"a": [1, 2.5, None, True], "3": {"path": "/x/y"}, "odd": repr(object)}

@@ -68,7 +68,7 @@ def test_the_uniform_net_found_once_is_the_one_train_network_finds_itself(serial
     alone = train_network({**recipe, "epochs": S["retrain_epochs"], "seed": 1}, tmp_path / "alone",
                           uniform_flops=UNIFORM_FLOPS)
     assert alone["network"] == base[1]["network"] and alone["network"]["target_flops"] == UNIFORM_FLOPS
-    assert _numbers(alone) == _numbers(base[1])
+    assert _numbers(alone) == _numbers(base[1]) | {"args": alone["args"]}  # `run` keeps the recipe in result.json
 
 
 def test_jobs_2_gives_the_numbers_of_jobs_1(serial, tmp_path):
@@ -125,3 +125,44 @@ def test_compile_reaches_every_retraining_recipe_and_may_be_left_out(tmp_path):
     assert len(compiled) == 4 and all(t.recipe["compile"] is True for t in compiled)
     # not given: None, which train_network reads as its default (eager)
     assert all(t.recipe["compile"] is None for t in _plan(S, tmp_path, pairs, S["seeds"], resume=False))
+
+
+def test_a_finished_training_kept_without_its_checkpoint_is_taken_from_its_result(serial, tmp_path, monkeypatch):
+    """A run folder kept or moved without its weights: the finished trainings' result.json (recipe
+    and per-image answers) stand in for them, with the same comparison, and nothing is trained."""
+    import shutil
+
+    out, expected, _ = serial
+    kept = tmp_path / "kept"
+    shutil.copytree(out, kept, ignore=shutil.ignore_patterns("*.pt"))
+    assert not list(kept.rglob("*.pt"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished training was run again")
+
+    monkeypatch.setattr(retrain_module, "train_network", no_training)
+    [result] = retrain_pairs(S, kept, PAIRS, resume=True, progress=False)
+    assert result[2] == expected[2]
+    assert [_numbers(r) for r in result[0] + result[1]] == [_numbers(r) for r in expected[0] + expected[1]]
+    with pytest.raises(UserError, match="--lr 0.05 differs from the checkpoint's 0.1"):
+        retrain_pairs({**S, "lr": 0.05}, kept, PAIRS, resume=True, progress=False)
+
+
+def test_a_kept_result_is_not_taken_for_more_epochs_or_without_its_answers(serial, tmp_path):
+    import json
+
+    from widthsearch.methods.retraining import kept_result
+
+    out, _, _ = serial
+    folder = out / "retrain" / "half" / "seed-0"
+    recipe = {"model": "tiny_cnn", "data": "digits", "epochs": 1, "batch_size": 128, "lr": 0.1, "seed": 0}
+    assert kept_result(Retraining(folder, recipe, {}))["accuracy"] > 0
+    assert kept_result(Retraining(folder, {**recipe, "epochs": 2}, {})) is None  # goes on from its checkpoint
+    saved = json.loads((folder / "result.json").read_text())
+    partial = tmp_path / "seed-0"
+    partial.mkdir()
+    for drop in ("test_correct", "args"):  # `train` (no answers) or an older version (no recipe)
+        (partial / "result.json").write_text(json.dumps({k: v for k, v in saved.items() if k != drop}))
+        assert kept_result(Retraining(partial, recipe, {})) is None
+    (partial / "result.json").write_text(json.dumps({**saved, "complete": False}))
+    assert kept_result(Retraining(partial, recipe, {})) is None

@@ -86,6 +86,20 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` as JSON can hold it: tuples as lists, keys as strings, anything else JSON has no
+    type for (a model factory's keyword argument, say) as its ``repr``, paths as strings."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return repr(value)
+
+
 def write_jsonl_atomic(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
     """Write one JSON object per line, atomically (the whole log is rewritten each time)."""
     return write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))

@@ -12,6 +12,7 @@ those answers (:func:`~widthsearch.methods.comparison.compare_networks`).
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,8 +136,8 @@ def _uniform(s: Mapping[str, Any], data, flops: Any):
 
 
 def _public(result: Mapping[str, Any]) -> dict[str, Any]:
-    """A training's result without its per-image answers (those went into the comparison)."""
-    return {k: v for k, v in result.items() if k != "test_correct"}
+    """A training's result without its per-image answers (those went into the comparison) and recipe."""
+    return {k: v for k, v in result.items() if k not in ("test_correct", "args")}
 
 
 def run_retrainings(trainings: Sequence[Retraining], *, jobs: int, resume: bool, progress: bool,
@@ -164,12 +165,44 @@ def run_retrainings(trainings: Sequence[Retraining], *, jobs: int, resume: bool,
 
 def retrain(training: Retraining, resume: bool, progress: bool,
             echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """One training; a resumed one takes its network from its checkpoint, so it is named only for a new one."""
+    """One training; a resumed one takes its network from its checkpoint, so it is named only for a new one.
+
+    A resumed training that finished before is taken from its ``result.json`` when that holds the
+    per-image answers and a recipe that agrees with this one (:func:`kept_result`): its
+    checkpoint may be gone, as when a run folder is kept or moved without its weights.
+    """
     from widthsearch.training.retrain import train_network
 
+    kept = kept_result(training) if resume else None
+    if kept is not None:
+        return kept
     again = training.started(resume)
     return train_network(dict(training.recipe), training.folder, resume=again, progress=progress, echo=echo,
                          test_predictions=True, **({} if again else dict(training.network)))
+
+
+def kept_result(training: Retraining) -> dict[str, Any] | None:
+    """The finished result saved in ``training.folder/result.json``, or None where there is none to
+    take (no file, an unfinished or older training, one without per-image answers or recipe).
+
+    The recipe is checked as a checkpoint's would be on resume (a different one is refused with one
+    line); ``epochs`` may be raised on resume, and then the training goes on from its checkpoint.
+    """
+    from widthsearch.runfolder import rehome_paths
+    from widthsearch.training.loop import resolve_args
+    from widthsearch.training.retrain import NETWORK_TRAINING
+
+    path = training.folder / "result.json"
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())
+    saved = result.get("args")
+    if not (result.get("complete") and "test_correct" in result and saved):
+        return None
+    if int(training.recipe.get("epochs") or saved["epochs"]) != int(saved["epochs"]):
+        return None
+    resolve_args(training.recipe, NETWORK_TRAINING.defaults(), saved)  # refuses another recipe
+    return rehome_paths(result, training.folder)
 
 
 def _retrain_in_worker(training: Retraining, resume: bool) -> dict[str, Any]:

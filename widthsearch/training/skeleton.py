@@ -20,6 +20,7 @@ from torch import nn
 
 from widthsearch.data import Dataset, load_data
 from widthsearch.errors import UserError
+from widthsearch.io import json_ready
 from widthsearch.space.spec import SpaceSpec
 from widthsearch.training.distributed import DistContext
 from widthsearch.training.loop import EpochLoop, prepare_output, resolve_args, write_json_atomic
@@ -130,6 +131,9 @@ def run_training(
             "img_per_s": last.get("img_per_s"),
             "seconds": sum(r.get("seconds", 0.0) for r in history),
             "world_size": ctx.world_size,
+            # the recipe it was trained with: a finished run's result can stand in for its checkpoint
+            # (a resumed `run` checks a kept result's recipe as it would the checkpoint's)
+            "args": json_ready(a),
         }
         if ctx.is_main:
             write_json_atomic(out / "result.json", result)
