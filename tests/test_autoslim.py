@@ -139,3 +139,45 @@ def test_a_run_moved_to_another_folder_resumes_there_to_the_same_report(tmp_path
     shutil.rmtree(target / "seed-4")  # a retraining still to do: it reads the found config
     assert main([*args, "--out", str(moved), "--resume"]) == 0, capsys.readouterr().err
     assert (moved / "report.md").read_text().replace(str(moved), "RUN") == report.replace(str(first), "RUN")
+
+
+def test_a_finished_search_resumes_without_its_supernet_or_finished_trainings_weights(tmp_path, capsys, monkeypatch):
+    """The retraining needs only the found configs: a run folder kept without its checkpoints (*.pt)
+    finishes from supernet/result.json, search/ and the finished trainings' result.json, to the same
+    report, without loading or training a supernet."""
+    import widthsearch.training.slimmable as slimmable
+
+    first, kept = tmp_path / "first", tmp_path / "kept"
+    args = ["run", "--epochs", "1", "--retrain-epochs", "1", "--targets", "0.5", "--groups", "4", "--threads", "1",
+            "--seeds", "3,4"]
+    assert main([*args, "--out", str(first)]) == 0
+    report = (first / "report.md").read_text()
+    shutil.copytree(first, kept, ignore=shutil.ignore_patterns("*.pt", "report.*", "accuracy.png"))
+    (target,) = [p for p in (kept / "retrain").iterdir() if not p.name.startswith("uniform")]
+    shutil.rmtree(target / "seed-4")  # a retraining still to do: it reads the found config
+
+    def no_supernet(*args, **kwargs):
+        raise AssertionError("the supernet was loaded or trained")
+
+    monkeypatch.setattr(slimmable, "load_supernet", no_supernet)
+    monkeypatch.setattr(slimmable, "train_supernet", no_supernet)
+    capsys.readouterr()
+    # other settings than the saved run's are refused, as they are with the checkpoint
+    assert main([*args[:2], "2", *args[3:], "--out", str(kept), "--resume"]) == 2
+    assert "--epochs 2 differs from the saved run's 1" in capsys.readouterr().err
+    assert main([*args, "--out", str(kept), "--resume"]) == 0, capsys.readouterr().err
+    assert "the supernet checkpoint is not needed" in capsys.readouterr().out
+    assert (kept / "report.md").read_text().replace(str(kept), "RUN") == report.replace(str(first), "RUN")
+
+
+def test_an_unfinished_search_without_its_supernet_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--epochs", "1", "--retrain-epochs", "1", "--targets", "0.5", "--groups", "4", "--threads", "1",
+            "--seeds", "3", "--out", str(out)]
+    assert main(args) == 0
+    for name in ("search/search.json", "supernet/supernet.pt", "report.md"):
+        (out / name).unlink()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "supernet.pt is gone and the search has not finished" in err and "Traceback" not in err

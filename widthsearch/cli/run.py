@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/autoslim", metavar="DIR", help="run folder (default runs/autoslim)")
     parser.add_argument("--resume", action="store_true",
                         help="continue a killed run in --out (also after the folder moved: its recorded paths "
-                        "follow it)")
+                        "follow it; finished trainings and a finished autoslim search need no *.pt checkpoint)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 

@@ -9,6 +9,7 @@ resumes to the same result.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -18,8 +19,9 @@ from widthsearch.io import write_json_atomic, write_text_atomic
 from widthsearch.methods.comparison import format_interval, format_mean_std, retrained_points
 from widthsearch.models.user import require_width_mult
 from widthsearch.methods.retraining import check_jobs, check_seeds, retrain_pairs
-from widthsearch.methods.supernet_search import STATE_FILE, search_meta, search_supernet
-from widthsearch.runfolder import check_folder, folder_has_content
+from widthsearch.data.loading import same_data_spec
+from widthsearch.methods.supernet_search import STATE_FILE, same_targets, search_meta, search_supernet
+from widthsearch.runfolder import check_folder, folder_has_content, rehome_paths
 from widthsearch.space import Supernet
 from widthsearch.formatting import format_count
 
@@ -92,22 +94,71 @@ def run_autoslim(
     s["seeds"] = check_seeds(s["seeds"])  # a bad list fails before any training
     require_width_mult(s["model"], "the uniform-width baselines of the retraining")  # before hours of training
     out = prepare_run_folder(out_dir, resume)
-    net, meta = supernet_stage(s, out, {"strategy": "autoslim"}, resume=resume, progress=progress, echo=echo)
     targets = [f"flops={float(t):g}" for t in s["targets"]]
-    echo(f"[2/3] greedy search: {', '.join(targets)} of max FLOPs")
     align = s.get("align") or "left"
-    evaluator, data = supernet_evaluator(net, meta, s["bn"], s["search_images"], align=align)
-    search_resume = resume and (out / "search" / STATE_FILE).exists()
-    summary = greedy_search(net, evaluator, targets, out / "search", meta=search_meta(meta),
-                            resume=search_resume, progress=progress,
-                            scoring={"bn": s["bn"], "search_images": s["search_images"], "align": align})
+    scoring = {"bn": s["bn"], "search_images": s["search_images"], "align": align}
+    summary = searched_without_supernet(out, s, scoring) if resume else None
+    if summary is None:
+        net, meta = supernet_stage(s, out, {"strategy": "autoslim"}, resume=resume, progress=progress, echo=echo)
+        echo(f"[2/3] greedy search: {', '.join(targets)} of max FLOPs")
+        evaluator, data = supernet_evaluator(net, meta, s["bn"], s["search_images"], align=align)
+        search_resume = resume and (out / "search" / STATE_FILE).exists()
+        summary = greedy_search(net, evaluator, targets, out / "search", meta=search_meta(meta),
+                                resume=search_resume, progress=progress, scoring=scoring)
+        # what the report needs of the search, so that a resume can go on without the supernet
+        summary = {**summary, "scored_images": min(int(s["search_images"]), len(data.heldout))}
+        write_json_atomic(out / "search" / "search.json", summary)
+    else:
+        echo("[1/3] supernet and [2/3] greedy search: finished before (the supernet checkpoint is not needed)")
     rows = retrain_stage(s, out, summary["found"], resume=resume, progress=progress, echo=echo, jobs=jobs)
     search_text = (f"{summary['steps']} greedy steps, {summary['evaluations']} supernet evaluations.\n\n"
                    "![accuracy along the greedy path](search/trajectory.png)\n\n![channels per unit](search/widths.png)")
-    report = write_report(out, s, meta, rows, title="AutoSlim run", how="Greedy search", search_text=search_text,
-                          scored_images=min(int(s["search_images"]), len(data.heldout)))
+    report = write_report(out, s, rows, title="AutoSlim run", how="Greedy search", search_text=search_text,
+                          scored_images=summary["scored_images"])
     return {"targets": rows, "report": str(report), "report_json": str(out / "report.json"),
             "plot": str(out / "accuracy.png"), "search": str(out / "search")}
+
+
+def searched_without_supernet(out: Path, s: Mapping[str, Any], scoring: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The summary of the run's finished search when its supernet checkpoint is gone; None while the
+    checkpoint is there (the search is then checked against it) or before a supernet was trained.
+
+    The retraining needs only the found configs, so a run folder kept or moved without
+    ``supernet/supernet.pt`` resumes from ``supernet/result.json`` and ``search/``. What those
+    record must agree with the run (model, data, supernet epochs, width, groups, targets, scoring);
+    a search that did not finish cannot go on without its supernet and is refused.
+    """
+    supernet, search = out / "supernet", out / "search"
+    if (supernet / "supernet.pt").exists() or not (supernet / "result.json").exists():
+        return None
+    if not (search / "search.json").exists():
+        raise UserError(f"{supernet / 'supernet.pt'} is gone and the search has not finished; the search needs "
+                        "its supernet: put the checkpoint back, or start over in another --out")
+    trained = json.loads((supernet / "result.json").read_text())
+    summary = json.loads((search / "search.json").read_text())
+    state = json.loads((search / STATE_FILE).read_text())
+    if "scored_images" not in summary:  # written before the report's numbers were kept with the search
+        raise UserError(f"{search / 'search.json'} predates resuming without the supernet; put "
+                        f"{supernet / 'supernet.pt'} back to resume this run")
+    if "args" in trained:  # the whole recipe, checked as the checkpoint's would be
+        from widthsearch.training.loop import resolve_args
+        from widthsearch.training.slimmable import SUPERNET_TRAINING
+
+        resolve_args(supernet_args(s, {"strategy": "autoslim"}), SUPERNET_TRAINING.defaults(), trained["args"])
+    recorded = {"model": trained.get("model"), "epochs": trained.get("epochs"),
+                "width_mult": trained.get("width_mult"), "groups": trained.get("groups")}
+    for key, value in recorded.items():
+        if value != s[key]:
+            raise UserError(f"--{key.replace('_', '-')} {s[key]} differs from the saved run's {value}; resume with "
+                            "the same settings or use a new --out")
+    if not same_data_spec(s["data"], trained.get("data")):
+        raise UserError(f"--data {s['data']} differs from the saved run's {trained.get('data')}; resume with the "
+                        "same data or use a new --out")
+    wanted = [["flops", float(t) * trained["max_flops"]] for t in s["targets"]]
+    if state["scoring"] != dict(scoring) or not same_targets(state["targets"], wanted):
+        raise UserError(f"the saved search in {search} was run with other targets or scoring; resume with the same "
+                        "settings or use a new --out")
+    return rehome_paths(summary, out)
 
 
 def prepare_run_folder(out_dir: str | Path, resume: bool) -> Path:
@@ -129,15 +180,19 @@ def supernet_stage(s: Mapping[str, Any], out: Path, extra: Mapping[str, Any], *,
 
     echo(f"[1/3] supernet ({extra.get('strategy', 'autoslim')}): {s['model']} x{s['width_mult']} on {s['data']}, "
          f"{s['epochs']} epochs")
-    supernet_args = {
+    train_supernet(supernet_args(s, extra), out / "supernet", resume=resume and (out / "supernet" / "supernet.pt").exists(),
+                   progress=progress)
+    return load_supernet(out / "supernet", resolve_device(s["device"]))
+
+
+def supernet_args(s: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's settings as :func:`~widthsearch.training.slimmable.train_supernet` takes them."""
+    return {
         "model": s["model"], "model_kwargs": s.get("model_kwargs"), "data": s["data"], "width_mult": s["width_mult"],
         "groups": s["groups"],
         "epochs": s["epochs"], "batch_size": s["batch_size"], "lr": s["lr"], "seed": s["seed"],
         "threads": s["threads"], "device": s["device"], **extra,
     }
-    train_supernet(supernet_args, out / "supernet", resume=resume and (out / "supernet" / "supernet.pt").exists(),
-                   progress=progress)
-    return load_supernet(out / "supernet", resolve_device(s["device"]))
 
 
 def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, Any]], *, resume: bool,
@@ -182,7 +237,7 @@ def retrain_pair(s: Mapping[str, Any], out: Path, found: tuple[str, Mapping[str,
     return retrain_pairs(s, out, [(found, base)], resume=resume, progress=progress, jobs=jobs, echo=echo)[0]
 
 
-def write_report(out: Path, settings: Mapping[str, Any], meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+def write_report(out: Path, settings: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
                  *, title: str, how: str, search_text: str, scored_images: int) -> Path:
     """``report.md`` (and the same numbers in ``report.json``): the retrained configs against their
     uniform baselines over the seeds, then the search."""

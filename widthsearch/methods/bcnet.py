@@ -255,7 +255,7 @@ def run_bcnet(
                    f"population and mutations from the prior fitted to the supernet's {len(records)} lowest step "
                    f"losses), {evaluations} supernet evaluations in all; candidates scored with {ALIGN_TEXT[align]}."
                    f"\n\n{plots}")
-    report = write_report(out, s, meta, rows, title="BCNet run", how="Bilateral evolution", search_text=search_text,
+    report = write_report(out, s, rows, title="BCNet run", how="Bilateral evolution", search_text=search_text,
                           scored_images=min(int(s["search_images"]), len(data.heldout)))
     return {"targets": rows, "report": str(report), "report_json": str(out / "report.json"),
             "plot": str(out / "accuracy.png"), "search": str(out / "search")}

@@ -197,7 +197,7 @@ def _load_saved(out: Path, resume: bool) -> dict[str, Any] | None:
     return saved
 
 
-def _same_targets(a: Sequence[Sequence[Any]], b: Sequence[Sequence[Any]]) -> bool:
+def same_targets(a: Sequence[Sequence[Any]], b: Sequence[Sequence[Any]]) -> bool:
     """Same (metric, budget) pairs up to rounding; the order does not matter (greedy sorts them)."""
     a, b = sorted(map(tuple, a)), sorted(map(tuple, b))
     return len(a) == len(b) and all(
@@ -225,7 +225,7 @@ def check_resumable(saved: Mapping[str, Any], run: Mapping[str, Any]) -> None:
     if old and old["sha256"] != new["sha256"]:
         raise UserError(f"the supernet {new['path']} has changed since the saved search started "
                         "(other content); use another --out")
-    if not _same_targets(saved["targets"], run["targets"]):
+    if not same_targets(saved["targets"], run["targets"]):
         raise UserError(f"saved search has targets {_show_targets(saved['targets'])}, not "
                         f"{_show_targets(run['targets'])}; resume with the same targets or use another --out")
     for key, what in (("scoring", "candidates were scored with"), ("options", "options were")):
