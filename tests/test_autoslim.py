@@ -181,3 +181,16 @@ def test_an_unfinished_search_without_its_supernet_is_refused_in_one_line(tmp_pa
     assert main([*args, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "supernet.pt is gone and the search has not finished" in err and "Traceback" not in err
+
+
+def test_the_cheapest_targets_trainings_run_first_and_the_report_keeps_the_search_order(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--epochs", "1", "--retrain-epochs", "1", "--targets", "0.75,0.4", "--groups", "4",
+                 "--threads", "1", "--seeds", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    trained = [line.split(":")[0].strip() for line in printed.splitlines() if "trained)" in line]
+    found = json.loads((out / "report.json").read_text())["targets"]
+    big, small = sorted(found, key=lambda r: -r["flops"])
+    assert trained == [f"{small['target']}/seed-3", f"uniform-{small['target']}/seed-3",
+                       f"{big['target']}/seed-3", f"uniform-{big['target']}/seed-3"]
+    assert [r["target"] for r in found] == [big["target"], small["target"]]  # the search's order

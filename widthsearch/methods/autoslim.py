@@ -207,11 +207,15 @@ def retrain_stage(s: Mapping[str, Any], out: Path, found: Sequence[Mapping[str, 
     count = 2 * len(found) * len(seeds)
     echo(f"[3/3] retrain {', '.join(e['target'] for e in found)} and their uniform baselines, seeds "
          f"{','.join(map(str, seeds))}: {count} trainings" + (f", up to {jobs} at a time" if jobs > 1 else ""))
+    # the cheapest target's trainings first: a run stopped inside this long stage (a session's end)
+    # has then finished the most of them; the order changes no number
+    order = sorted(range(len(found)), key=lambda i: found[i]["flops"])
     pairs = [((e["target"], {"channels": e["config"]}), (f"uniform-{e['target']}", {"uniform_flops": float(e["flops"])}))
-             for e in found]
+             for e in (found[i] for i in order)]
+    trained = dict(zip(order, retrain_pairs(s, out, pairs, resume=resume, progress=progress, jobs=jobs, echo=echo)))
     rows = []
-    for entry, (searched, uniform, comparison) in zip(found, retrain_pairs(s, out, pairs, resume=resume,
-                                                                            progress=progress, jobs=jobs, echo=echo)):
+    for i, entry in enumerate(found):
+        searched, uniform, comparison = trained[i]
         rows.append({
             "target": entry["target"], "target_flops": int(entry["value"]), "flops": entry["flops"],
             "params": entry["params"], "config": entry["config"], "heldout_accuracy": entry["heldout_accuracy"],
