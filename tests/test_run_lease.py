@@ -62,25 +62,24 @@ def test_the_lease_script_refuses_out_and_resume_in_the_run_arguments(tmp_path):
         assert not (tmp_path / "run").exists()
 
 
-def _queue(runs: Path) -> list[str]:
+def _queue(runs: Path, kept: Path) -> list[str]:
     """The `widthsearch` command lines benchmarks/cpu_experiments.sh would run in ``runs`` (echoed)."""
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "cpu_experiments.sh")], check=True, capture_output=True,
-                          text=True, env=_env(WIDTHSEARCH="echo", RUNS=str(runs), DATA="/data/c.tar.gz"))
+                          text=True, env=_env(WIDTHSEARCH="echo", RUNS=str(runs), DATA="/data/c.tar.gz",
+                                              KEPT=str(kept)))
     return [line for line in done.stdout.splitlines() if line.startswith("run ")]
 
 
-def test_the_cpu_queue_resumes_started_runs_skips_finished_ones_and_spreads_autoslim_by_stage(tmp_path):
-    fresh = _queue(tmp_path)
-    assert [line.split()[2] for line in fresh] == ["netadjust", "spnet", "autoslim"]
-    assert all("--resume" not in line and "--data cifar10:/data/c.tar.gz" in line for line in fresh)
-    assert "--jobs 1 --threads 2" in fresh[2]  # the supernet and the search: one process, both cores
-    (tmp_path / "na_r20_run").mkdir()
-    (tmp_path / "na_r20_run" / "report.md").write_text("done")
-    (tmp_path / "spnet_r20").mkdir()
-    (tmp_path / "spnet_r20" / "experiment_state.json").write_text("{}")
-    (tmp_path / "autoslim_r20" / "search").mkdir(parents=True)
-    (tmp_path / "autoslim_r20" / "search" / "search.json").write_text("{}")
-    later = _queue(tmp_path)
-    assert [line.split()[2] for line in later] == ["spnet", "autoslim"]  # the finished one is skipped
-    assert all(line.endswith("--resume") for line in later)
-    assert "--jobs 2 --threads 1 --compile" in later[1]  # the retrainings, two at a time
+def test_the_cpu_queue_resumes_started_runs_restores_kept_results_and_spreads_autoslim_by_stage(tmp_path):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (fresh,) = _queue(tmp_path / "runs", kept)
+    assert fresh.split()[2] == "autoslim" and "--resume" not in fresh and "--data cifar10:/data/c.tar.gz" in fresh
+    assert "--jobs 1 --threads 2" in fresh  # the supernet and the search: one process, both cores
+    (kept / "autoslim_r20" / "search").mkdir(parents=True)  # results kept in the repository, no run folder
+    (kept / "autoslim_r20" / "search" / "search.json").write_text("{}")
+    (later,) = _queue(tmp_path / "new", kept)
+    assert (tmp_path / "new" / "autoslim_r20" / "search" / "search.json").exists()  # restored, then resumed
+    assert later.endswith("--resume") and "--jobs 2 --threads 1 --compile" in later  # retrainings, two at a time
+    (tmp_path / "new" / "autoslim_r20" / "report.md").write_text("done")
+    assert _queue(tmp_path / "new", kept) == []  # a finished run is skipped
