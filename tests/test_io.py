@@ -103,3 +103,18 @@ def test_json_ready_keeps_what_json_holds_and_names_the_rest():
     ready = json_ready(value)
     assert json.loads(json.dumps(ready)) == ready
     assert ready == {"a": [1, 2.5, None, True], "3": {"path": "/x/y"}, "odd": repr(object)}
+
+
+def test_json_text_reads_back_as_json_dumps_and_keeps_flat_lists_on_one_line(tmp_path):
+    from widthsearch.io import json_text
+
+    value = {"answers": [True, False] * 500, "net": {"channels": [16, 32, None, "x"], "empty": [], "no": {}},
+             "rows": [[1, 2], [3]], "dicts": [{"a": 1.5}], 1: 2, False: float("inf"), None: "n", "s": "é\"\n"}
+    text = json_text(value)
+    assert json.loads(text) == json.loads(json.dumps(value))  # same keys (1 -> "1", False -> "false") and values
+    assert '"answers": [true, false, true' in text and len(text.splitlines()) == 21
+    assert '    "channels": [16, 32, null, "x"],' in text.splitlines()  # indented as json.dumps(indent=2)
+    for flat in ([], {}, 3, "s", [1, 2]):
+        assert json_text(flat) == json.dumps(flat)
+    assert json_text({"k": {"j": {"m": 1}}}) == json.dumps({"k": {"j": {"m": 1}}}, indent=2)
+    assert write_json_atomic(tmp_path / "a.json", value).read_text() == text + "\n"

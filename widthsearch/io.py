@@ -28,6 +28,7 @@ __all__ = [
     "write_atomic",
     "write_text_atomic",
     "write_json_atomic",
+    "json_text",
     "write_jsonl_atomic",
     "torch_save_atomic",
     "savez_atomic",
@@ -82,8 +83,31 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON plus a final newline, atomically."""
-    return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+    """Write ``obj`` as indented JSON plus a final newline, atomically (see :func:`json_text`)."""
+    return write_text_atomic(path, json_text(obj) + "\n")
+
+
+def json_text(obj: Any, indent: int = 2) -> str:
+    """``obj`` as JSON indented like ``json.dumps(obj, indent=2)``, except that a list holding
+    only numbers, strings, booleans or nulls stays on one line: a channel config reads as one
+    row, and a training's 10,000 per-image answers take one line instead of 10,000."""
+    return _json_lines(obj, indent, 0)
+
+
+def _json_lines(obj: Any, indent: int, depth: int) -> str:
+    inner, outer = " " * (indent * (depth + 1)), " " * (indent * depth)
+    if isinstance(obj, Mapping) and obj:
+        items = [f"{inner}{_json_key(k)}: {_json_lines(v, indent, depth + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + outer + "}"
+    if isinstance(obj, (list, tuple)) and obj and any(isinstance(v, (Mapping, list, tuple)) for v in obj):
+        items = [inner + _json_lines(v, indent, depth + 1) for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + outer + "]"
+    return json.dumps(obj)
+
+
+def _json_key(key: Any) -> str:
+    """A mapping key as ``json.dumps`` writes it: ``True`` as ``"true"``, ``1`` as ``"1"``."""
+    return json.dumps(key if isinstance(key, str) else json.dumps(key))
 
 
 def json_ready(value: Any) -> Any:
