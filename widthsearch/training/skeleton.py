@@ -137,6 +137,10 @@ def run_training(
         }
         if ctx.is_main:
             write_json_atomic(out / "result.json", result)
+        # the ranks tear the group down together: a gloo rank whose peer destroys the group while
+        # its own last messages are in flight can abort ("terminate called without an active
+        # exception"), seen once in the two-process test under load
+        ctx.barrier()
         return result
     finally:
         ctx.close()
